@@ -1,0 +1,1 @@
+"""Delegates: one folder per accelerator (support policy, compile step, runtime options)."""

@@ -1,0 +1,1 @@
+"""Built-in device profiles, one TOML per device kind."""
