@@ -1,0 +1,1 @@
+"""Reports: JSON (edgeq.report/1) and Markdown."""

@@ -1,0 +1,174 @@
+"""Keras → TFLite: a float reference and a full-integer model (int8 tensors end to end)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeq import tfenv
+from edgeq.errors import EdgeqError, UserInputError
+
+REPRESENTATIVE_SAMPLES = 256
+
+
+def _representative(x: np.ndarray, samples: int, seed: int) -> Any:
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(x))[: min(samples, len(x))]
+
+    def gen() -> Iterator[list[np.ndarray]]:
+        for i in idx:
+            yield [x[i : i + 1].astype(np.float32)]
+
+    return gen
+
+
+def _convert(converter: Any, what: str) -> bytes:
+    try:
+        with tfenv.quiet_native():
+            return bytes(converter.convert())
+    except Exception as exc:  # the converter raises ConverterError and assorted others
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(
+            f"the TFLite converter failed on the {what} model: {first}",
+            "use ops that TFLite supports as int8 builtins (see 'edgeq inspect' of a working model)",
+        ) from exc
+
+
+def to_float_tflite(model: Any) -> bytes:
+    """The float32 TFLite model, no optimizations: the size baseline."""
+    tf = tfenv.tensorflow()
+    return _convert(tf.lite.TFLiteConverter.from_keras_model(model), "float")
+
+
+def to_int8_tflite(model: Any, representative_x: np.ndarray, *, seed: int = 0) -> bytes:
+    """Full-integer conversion: calibrated on ``representative_x`` (training data), int8 builtins only,
+    int8 input and output. Works for a float model (PTQ) and for a tfmot QAT model alike."""
+    tf = tfenv.tensorflow()
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = _representative(representative_x, REPRESENTATIVE_SAMPLES, seed)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return _convert(conv, "int8")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to a temporary file in the same directory, fsync, rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        # mkstemp creates 0600; give the file the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def sidecar_path(model_path: Path) -> Path:
+    """``model.tflite`` → ``model.edgeq.json``."""
+    return model_path.with_name(model_path.stem + ".edgeq.json")
+
+
+def read_sidecar(model_path: Path) -> dict[str, Any] | None:
+    p = sidecar_path(model_path)
+    if not p.exists():
+        return None
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"cannot read {p.name}: {exc}", "re-export the model with 'edgeq export'") from exc
+    return data if isinstance(data, dict) else None
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that shapes a model's numbers."""
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("edgeq", "tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def quant_debug(float_model: Any, representative_x: np.ndarray, debug_x: np.ndarray) -> list[dict[str, Any]]:
+    """Per-layer quantization error with TFLite's QuantizationDebugger (the PTQ of ``float_model``)."""
+    tf = tfenv.tensorflow()
+    conv = tf.lite.TFLiteConverter.from_keras_model(float_model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = _representative(representative_x, REPRESENTATIVE_SAMPLES, 0)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+
+    def debug_data() -> Iterator[list[np.ndarray]]:
+        for i in range(len(debug_x)):
+            yield [debug_x[i : i + 1].astype(np.float32)]
+
+    try:
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=debug_data)
+        debugger.run()
+        stats = debugger.layer_statistics
+    except Exception as exc:
+        raise EdgeqError(
+            f"the quantization debugger failed: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+            "inspect without --debug-quant, or report the model to the edgeq maintainers",
+        ) from exc
+    rows: list[dict[str, Any]] = []
+    details = {d["name"]: d for d in debugger._quant_interpreter.get_tensor_details()}  # noqa: SLF001
+    for name, s in stats.items():
+        scale = None
+        d = details.get(name)
+        if d is not None and d["quantization_parameters"]["scales"].size:
+            scale = float(d["quantization_parameters"]["scales"][0])
+        row: dict[str, Any] = {"tensor": name}
+        row.update({k: float(v) for k, v in s.items()})
+        if scale:
+            # RMSE in units of the quantization step: ~0.29 (1/√12) is the ideal rounding error.
+            row["rmse_per_scale"] = float(np.sqrt(max(s.get("mean_squared_error", 0.0), 0.0)) / scale)
+        rows.append(row)
+    return rows

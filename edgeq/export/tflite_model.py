@@ -1,0 +1,276 @@
+"""Read a ``.tflite`` flatbuffer (through LiteRT's schema object API) and describe what is in it.
+
+The full-int8 rule: every tensor computed at run time (inputs, outputs, intermediate activations) is
+int8; constants are int8 (weights) or int32 (biases, and integer shape/axis parameters). Any float
+tensor, or an int32 activation, breaks the rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeq.errors import UserInputError
+
+# Ops whose input 1 is the weight tensor and input 2 the bias.
+_WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
+
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    index: int
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    role: str  # input, output, activation, weight, bias, constant
+    scale: tuple[float, ...] = ()
+    zero_point: tuple[int, ...] = ()
+    quantized_dimension: int = 0
+
+    @property
+    def constant(self) -> bool:
+        return self.role in ("weight", "bias", "constant")
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "index": self.index,
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "role": self.role,
+        }
+        if self.scale:
+            d["quantization"] = {
+                "scale": list(self.scale),
+                "zero_point": list(self.zero_point),
+                "quantized_dimension": self.quantized_dimension,
+                "per_channel": len(self.scale) > 1,
+            }
+        return d
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    index: int
+    op: str
+    custom: bool
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    custom_options_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    size_bytes: int
+    sha256: str
+    ops: tuple[OpInfo, ...]
+    tensors: tuple[TensorInfo, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    violations: tuple[str, ...] = field(default=())
+
+    @property
+    def full_int8(self) -> bool:
+        return not self.violations
+
+    @property
+    def op_counts(self) -> dict[str, int]:
+        return dict(Counter(op.op for op in self.ops))
+
+    def tensor(self, index: int) -> TensorInfo:
+        return self.tensors[index]
+
+    def io(self, which: str) -> list[dict[str, Any]]:
+        return [self.tensors[i].to_dict() for i in (self.inputs if which == "inputs" else self.outputs)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "full_int8": self.full_int8,
+            "violations": list(self.violations),
+            "op_counts": self.op_counts,
+            "inputs": self.io("inputs"),
+            "outputs": self.io("outputs"),
+            "ops": [
+                {
+                    "index": o.index,
+                    "op": o.op,
+                    "custom": o.custom,
+                    "inputs": list(o.inputs),
+                    "outputs": list(o.outputs),
+                    **({"custom_options_bytes": o.custom_options_bytes} if o.custom else {}),
+                }
+                for o in self.ops
+            ],
+            "tensors": [t.to_dict() for t in self.tensors],
+        }
+
+
+def _schema() -> tuple[Any, Any]:
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    return schema, flatbuffer_utils
+
+
+def read_bytes(path: Path) -> bytes:
+    """Read a file that must be a TFLite flatbuffer; a clear UserInputError otherwise."""
+    hint = "pass a .tflite file written by 'edgeq export' or the TFLite converter"
+    if not path.exists():
+        raise UserInputError(f"model not found: {path}", "check the path")
+    if not path.is_file():
+        raise UserInputError(f"not a file: {path}", hint)
+    data = path.read_bytes()
+    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
+        raise UserInputError(f"{path.name} is not a TFLite model (no TFL3 identifier)", hint)
+    return data
+
+
+def _enum_names(enum_cls: Any) -> dict[int, str]:
+    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def describe(path: Path) -> ModelInfo:
+    """Parse ``path`` and return its ops, tensors, quantization parameters and int8 verdict."""
+    data = read_bytes(path)
+    _validate_with_interpreter(path, data)
+    schema, fbu = _schema()
+    try:
+        model = fbu.read_model_from_bytearray(bytearray(data))
+    except Exception as exc:  # flatbuffers raises assorted errors on damaged files
+        raise UserInputError(
+            f"{path.name} is a damaged TFLite model: {exc}", "re-export it with 'edgeq export'"
+        ) from exc
+    op_names = _enum_names(schema.BuiltinOperator)
+    type_names = _enum_names(schema.TensorType)
+    if not model.subgraphs:
+        raise UserInputError(f"{path.name} has no subgraph", "re-export it with 'edgeq export'")
+    sg = model.subgraphs[0]
+
+    ops: list[OpInfo] = []
+    roles: dict[int, str] = {}
+    for i, op in enumerate(sg.operators or []):
+        code = model.operatorCodes[op.opcodeIndex]
+        builtin = fbu.get_builtin_code_from_operator_code(code)
+        custom = builtin == schema.BuiltinOperator.CUSTOM
+        name = code.customCode.decode() if custom and code.customCode else op_names.get(builtin, str(builtin))
+        inputs = tuple(int(t) for t in (op.inputs if op.inputs is not None else []))
+        outputs = tuple(int(t) for t in (op.outputs if op.outputs is not None else []))
+        opts = len(op.customOptions) if custom and op.customOptions is not None else 0
+        ops.append(OpInfo(i, name, custom, inputs, outputs, opts))
+        if name in _WEIGHTED_OPS:
+            if len(inputs) > 1 and inputs[1] >= 0:
+                roles.setdefault(inputs[1], "weight")
+            if len(inputs) > 2 and inputs[2] >= 0:
+                roles.setdefault(inputs[2], "bias")
+
+    sg_inputs = tuple(int(t) for t in sg.inputs)
+    sg_outputs = tuple(int(t) for t in sg.outputs)
+    tensors: list[TensorInfo] = []
+    violations: list[str] = []
+    for idx, t in enumerate(sg.tensors or []):
+        buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
+        has_data = buf is not None and buf.data is not None and len(buf.data) > 0
+        if idx in sg_inputs:
+            role = "input"
+        elif idx in sg_outputs:
+            role = "output"
+        elif has_data:
+            role = roles.get(idx, "constant")
+        else:
+            role = "activation"
+        q = t.quantization
+        scale = tuple(float(s) for s in (q.scale if q is not None and q.scale is not None else []))
+        zp = tuple(int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else []))
+        info = TensorInfo(
+            index=idx,
+            name=(t.name or b"").decode(errors="replace"),
+            dtype=type_names.get(t.type, str(t.type)).lower(),
+            shape=tuple(int(s) for s in (t.shape if t.shape is not None else [])),
+            role=role,
+            scale=scale,
+            zero_point=zp,
+            quantized_dimension=int(q.quantizedDimension) if q is not None else 0,
+        )
+        tensors.append(info)
+        violations.extend(_int8_violation(info))
+    return ModelInfo(
+        path=str(path),
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        ops=tuple(ops),
+        tensors=tuple(tensors),
+        inputs=sg_inputs,
+        outputs=sg_outputs,
+        violations=tuple(violations),
+    )
+
+
+def _int8_violation(t: TensorInfo) -> list[str]:
+    if t.constant:
+        if t.dtype == "int8" or (t.dtype == "int32" and t.role in ("bias", "constant")):
+            return []
+        return [f"{t.role} tensor {t.index} {t.name!r} is {t.dtype}"]
+    if t.dtype != "int8":
+        return [f"{t.role} tensor {t.index} {t.name!r} is {t.dtype}, expected int8"]
+    return []
+
+
+def _validate_with_interpreter(path: Path, data: bytes) -> None:
+    """Let the runtime's flatbuffer verifier judge the file: it catches truncation and corruption."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        Interpreter(model_content=data)
+    except (ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "custom op" in first.lower() or "Encountered unresolved custom op" in str(exc):
+            return  # custom ops are verified by the runner with their kernels
+        raise UserInputError(
+            f"{path.name} is not a valid TFLite model: {first}", "re-export it with 'edgeq export'"
+        ) from exc
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: Any = np.int8) -> np.ndarray:
+    """Float → int8 the way TFLite's QUANTIZE op does: round(x / scale) + zero_point, saturated."""
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(x, dtype=np.float32) / np.float32(scale)) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def run_int8(path_or_bytes: Path | bytes, x: np.ndarray, num_threads: int = 1) -> np.ndarray:
+    """Run a model over float inputs ``x`` (quantized as the model expects); returns raw outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeq.tfenv import quiet_native
+
+    content = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()
+    with quiet_native():
+        interp = Interpreter(model_content=content, num_threads=num_threads)
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    dtype = inp["dtype"]
+    scale, zp = inp["quantization"]
+    batch = x if dtype == np.float32 else quantize(x, scale, zp, dtype)
+    interp.resize_tensor_input(inp["index"], [len(batch), *batch.shape[1:]])
+    with quiet_native():
+        interp.allocate_tensors()
+    interp.set_tensor(inp["index"], batch.astype(dtype))
+    interp.invoke()
+    return np.array(interp.get_tensor(out["index"]))
+
+
+def interpreter_accuracy(path_or_bytes: Path | bytes, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of a TFLite model measured with the LiteRT interpreter (fraction)."""
+    out = run_int8(path_or_bytes, x)
+    return float(np.mean(np.argmax(out, axis=-1) == y))

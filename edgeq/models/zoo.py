@@ -1,0 +1,76 @@
+"""Built-in tf_keras models. Every model outputs logits (no softmax): distillation needs them, and
+argmax over int8 logits is exactly the float decision up to quantization error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgeq import tfenv
+from edgeq.errors import UserInputError
+
+ARCHITECTURES = ("teacher", "student")
+
+
+def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int) -> Any:
+    """Build ``teacher`` or ``student`` for images of ``input_shape`` (H, W, C)."""
+    k = tfenv.keras()
+    layers = k.layers
+    h, w, _ = input_shape
+    if arch not in ARCHITECTURES:
+        raise UserInputError(f"unknown architecture {arch!r}", f"use one of {', '.join(ARCHITECTURES)}")
+    # Images larger than the 8×8 digits are downsampled first so that both models stay small.
+    stride = 1 if max(h, w) <= 16 else 2
+    inputs = k.Input(shape=input_shape, name="image")
+    if arch == "teacher":
+        x = layers.Conv2D(32, 3, strides=stride, padding="same", activation="relu")(inputs)
+        x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+        x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+        if max(h, w) > 16:
+            x = layers.MaxPooling2D(2)(x)
+        x = layers.Flatten()(x)
+        x = layers.Dropout(0.3)(x)
+        x = layers.Dense(128, activation="relu")(x)
+        x = layers.Dropout(0.3)(x)
+    else:
+        x = layers.Conv2D(16, 3, strides=stride, padding="same", activation="relu")(inputs)
+        x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+        if max(h, w) > 16:
+            x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+            x = layers.MaxPooling2D(2)(x)
+        x = layers.Flatten()(x)
+        x = layers.Dense(64, activation="relu")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return k.Model(inputs, outputs, name=arch)
+
+
+def count_params(model: Any) -> int:
+    return int(model.count_params())
+
+
+def load_user_model(path: Path, input_shape: tuple[int, int, int], num_classes: int) -> Any:
+    """Load a user's ``.keras`` / ``.h5`` model and check it fits the dataset."""
+    k = tfenv.keras()
+    hint = "save it with tf_keras (model.save('teacher.keras')) for inputs of the dataset's shape"
+    if not path.exists():
+        raise UserInputError(f"model not found: {path}", "check the path")
+    if path.suffix not in (".keras", ".h5"):
+        raise UserInputError(f"unsupported model file {path.name}: expected .keras or .h5", hint)
+    try:
+        model = k.models.load_model(path, compile=False)
+    except Exception as exc:  # tf_keras raises many types for unreadable files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserInputError(f"cannot load {path.name}: {first}", hint) from exc
+    got_in = tuple(model.input_shape[1:])
+    if got_in != tuple(input_shape):
+        raise UserInputError(
+            f"{path.name} takes inputs of shape {got_in} but the dataset has {tuple(input_shape)}", hint
+        )
+    got_out = model.output_shape[-1]
+    if got_out != num_classes:
+        raise UserInputError(
+            f"{path.name} has {got_out} outputs but the dataset has {num_classes} classes", hint
+        )
+    return model
