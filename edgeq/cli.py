@@ -13,7 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeq import api
-from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE, EXIT_INTERNAL, EXIT_INTERRUPTED, EdgeqError, UserInputError
+from edgeq.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_GATE,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EdgeqError,
+    UserInputError,
+)
 
 app = typer.Typer(
     name="edgeq",
@@ -50,7 +57,9 @@ def _data(data: str, image_size: str, seed: int) -> api.DataOptions:
         if h < 1 or w < 1:
             raise ValueError
     except ValueError:
-        raise UserInputError(f"--image-size {image_size!r} is not HxW", "pass e.g. --image-size 32x32") from None
+        raise UserInputError(
+            f"--image-size {image_size!r} is not HxW", "pass e.g. --image-size 32x32"
+        ) from None
     return api.DataOptions(source=None if data == "digits" else data, image_size=(h, w), seed=seed)
 
 
@@ -107,13 +116,15 @@ def _emit(obj: Any, as_json: bool) -> None:
 
 @app.command()
 def pipeline(
-    out_dir: Annotated[Path, typer.Option("--out", help="Directory for models, model.tflite and reports.")] = Path(
-        "edgeq-out"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Directory for models, model.tflite and reports.")
+    ] = Path("edgeq-out"),
     data: DataOpt = "digits",
     image_size: ImageSizeOpt = "32x32",
     seed: SeedOpt = 0,
-    teacher: Annotated[Path | None, typer.Option(help="Use this .keras/.h5 teacher instead of training one.")] = None,
+    teacher: Annotated[
+        Path | None, typer.Option(help="Use this .keras/.h5 teacher instead of training one.")
+    ] = None,
     teacher_epochs: int = 10,
     student_epochs: int = 15,
     qat_epochs: int = 4,
@@ -183,7 +194,9 @@ def _pipeline_summary(report: dict[str, Any], as_json: bool) -> None:
 
 @app.command()
 def train(
-    out_path: Annotated[Path, typer.Option("--out", help="Where to save the model (.keras).")] = Path("teacher.keras"),
+    out_path: Annotated[Path, typer.Option("--out", help="Where to save the model (.keras).")] = Path(
+        "teacher.keras"
+    ),
     arch: Annotated[str, typer.Option(help="Built-in architecture: teacher or student.")] = "teacher",
     epochs: int = 10,
     data: DataOpt = "digits",
@@ -280,7 +293,9 @@ def export(
 def inspect(
     model: Annotated[Path, typer.Argument(help="A .tflite model.")],
     require_int8: Annotated[bool, typer.Option(help="Exit 4 unless the model is int8 end to end.")] = False,
-    debug_quant: Annotated[bool, typer.Option(help="Per-layer quantization error (QuantizationDebugger).")] = False,
+    debug_quant: Annotated[
+        bool, typer.Option(help="Per-layer quantization error (QuantizationDebugger).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Ops, tensor dtypes, quantization parameters, size and the full-int8 verdict of a model."""
@@ -298,7 +313,9 @@ def inspect(
 
 def _render_inspect(info: dict[str, Any]) -> None:
     verdict = "[green]full int8[/]" if info["full_int8"] else "[red]NOT full int8[/]"
-    out.print(f"[bold]{info['path']}[/]  {info['size_bytes']} bytes  sha256 {info['sha256'][:16]}…  {verdict}")
+    out.print(
+        f"[bold]{info['path']}[/]  {info['size_bytes']} bytes  sha256 {info['sha256'][:16]}…  {verdict}"
+    )
     ops = Table(title="ops")
     ops.add_column("op")
     ops.add_column("count", justify="right")
@@ -314,7 +331,9 @@ def _render_inspect(info: dict[str, Any]) -> None:
         zps = q.get("zero_point", [])
         scale = f"{scales[0]:.6g}" if len(scales) == 1 else (f"{len(scales)} per-channel" if scales else "")
         zp = str(zps[0]) if len(zps) == 1 else ("…" if zps else "")
-        t.add_row(str(ten["index"]), ten["name"][:40], ten["role"], ten["dtype"], str(ten["shape"]), scale, zp)
+        t.add_row(
+            str(ten["index"]), ten["name"][:40], ten["role"], ten["dtype"], str(ten["shape"]), scale, zp
+        )
     out.print(t)
     for v in info["violations"]:
         out.print(f"[red]✗[/] {v}")
@@ -340,7 +359,9 @@ def profile(
     warmup: int = 10,
     threads: int = 1,
     min_seconds: Annotated[float | None, typer.Option(help="Measure for at least this long.")] = None,
-    runtime: Annotated[str, typer.Option(help="auto, ai-edge-litert, tflite-runtime or tensorflow.")] = "auto",
+    runtime: Annotated[
+        str, typer.Option(help="auto, ai-edge-litert, tflite-runtime or tensorflow.")
+    ] = "auto",
     test_data: Annotated[
         Path | None, typer.Option(help=".npz with x (float) and y to measure on-device accuracy.")
     ] = None,

@@ -119,7 +119,9 @@ def read_sidecar(model_path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(p.read_text())
     except (OSError, ValueError) as exc:
-        raise UserInputError(f"cannot read {p.name}: {exc}", "re-export the model with 'edgeq export'") from exc
+        raise UserInputError(
+            f"cannot read {p.name}: {exc}", "re-export the model with 'edgeq export'"
+        ) from exc
     return data if isinstance(data, dict) else None
 
 
@@ -129,7 +131,14 @@ def versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": platform.python_version()}
-    for dist in ("edgeq", "tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "numpy"):
+    for dist in (
+        "edgeq",
+        "tensorflow",
+        "tf-keras",
+        "tensorflow-model-optimization",
+        "ai-edge-litert",
+        "numpy",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -159,7 +168,7 @@ def quant_debug(float_model: Any, representative_x: np.ndarray, debug_x: np.ndar
             "inspect without --debug-quant, or report the model to the edgeq maintainers",
         ) from exc
     rows: list[dict[str, Any]] = []
-    details = {d["name"]: d for d in debugger._quant_interpreter.get_tensor_details()}  # noqa: SLF001
+    details = {d["name"]: d for d in debugger._quant_interpreter.get_tensor_details()}
     for name, s in stats.items():
         scale = None
         d = details.get(name)

@@ -241,17 +241,11 @@ def _validate_with_interpreter(path: Path, data: bytes) -> None:
         ) from exc
 
 
-def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: Any = np.int8) -> np.ndarray:
-    """Float → int8 the way TFLite's QUANTIZE op does: round(x / scale) + zero_point, saturated."""
-    info = np.iinfo(dtype)
-    q = np.round(np.asarray(x, dtype=np.float32) / np.float32(scale)) + zero_point
-    return np.clip(q, info.min, info.max).astype(dtype)
-
-
 def run_int8(path_or_bytes: Path | bytes, x: np.ndarray, num_threads: int = 1) -> np.ndarray:
     """Run a model over float inputs ``x`` (quantized as the model expects); returns raw outputs."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from edgeq.runner.measure import quantize  # the device's own rule, so host and device agree
     from edgeq.tfenv import quiet_native
 
     content = path_or_bytes if isinstance(path_or_bytes, bytes) else Path(path_or_bytes).read_bytes()

@@ -59,7 +59,7 @@ def _callbacks(on_epoch: EpochCallback | None, epochs: int) -> list[Any]:
     if on_epoch is not None:
         cb = on_epoch
 
-        class _Report(k.callbacks.Callback):  # type: ignore[misc, name-defined]
+        class _Report(k.callbacks.Callback):  # type: ignore[name-defined]
             def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
                 cb(epoch + 1, epochs, {key: float(v) for key, v in (logs or {}).items()})
 

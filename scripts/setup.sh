@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install edgeq and everything it needs into ./.venv (idempotent).
+#   scripts/setup.sh          the package (enough for `edgeq pipeline`)
+#   scripts/setup.sh --test   plus test tools and the system packages the tests use (apt, as root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+if [ "$want_test" = 1 ]; then
+    # System packages the test tiers use; installed only when missing.
+    need=()
+    [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+    command -v ssh-keygen >/dev/null || need+=(openssh-client)
+    if [ "${#need[@]}" -gt 0 ]; then
+        if [ "$(id -u)" = 0 ]; then
+            echo "setup: installing ${need[*]}" >&2
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+        else
+            echo "setup: missing ${need[*]}; run as root or install them (apt-get install ${need[*]})" >&2
+            exit 1
+        fi
+    fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.edgeq-installed
+sig=$(cat pyproject.toml | sha256sum | cut -c1-16)-$want_test
+if [ "$(cat "$stamp" 2>/dev/null)" != "$sig" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    if [ "$want_test" = 1 ]; then
+        .venv/bin/python -m pip install -q -e '.[test]'
+    else
+        .venv/bin/python -m pip install -q -e .
+    fi
+    echo "$sig" > "$stamp"
+fi
