@@ -103,3 +103,22 @@ def test_sidecar_records_recipe_hashes_versions_and_quantization(pipeline_dir: P
         side["accuracy"]["student_int8_qat"]
         == json.loads((pipeline_dir / "report.json").read_text())["accuracy"]["student_int8_qat"]
     )
+
+
+def test_pipeline_with_a_user_teacher(pipeline_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    from support_cli import edgeq
+
+    out = tmp_path / "out"
+    run = edgeq(
+        "pipeline", "--out", out, "--teacher", pipeline_dir / "teacher.keras", "--student-epochs", "1",
+        "--qat-epochs", "1", "--runs", "5", "--warmup", "1", "--max-accuracy-drop", "100", "--json",
+        env={"EDGEQ_HOME": str(tmp_path / "home")},
+    )  # fmt: skip
+    assert run.code == 0, run.stderr
+    report = json.loads(run.stdout)
+    first = json.loads((pipeline_dir / "report.json").read_text())
+    # The given teacher is used as is: same parameters, same accuracy, no training epochs recorded.
+    assert report["accuracy"]["teacher_float"] == first["accuracy"]["teacher_float"]
+    assert report["params"]["teacher"] == first["params"]["teacher"]
+    assert report["recipe"]["teacher"] == str(pipeline_dir / "teacher.keras")
+    assert report["recipe"]["teacher_epochs"] == 0
