@@ -1,0 +1,18 @@
+"""The device-side runner: loads a .tflite model in the device's runtime and measures it.
+
+This package runs ON the device. It imports only the standard library, NumPy and whichever TFLite
+runtime the device has, and it must stay Python 3.8 syntax (the oldest Python a supported board
+ships). The host ships it as one deterministic zipapp (``runner.pyz``, built by
+:mod:`edgeq.profiling`) in which this package is named ``edgeq_runner``, so every import inside it
+is relative.
+
+Protocol: JSON lines on stdout. ``run`` prints throttled ``{"event": "progress", ...}`` lines and
+then exactly one ``{"event": "result", "result": {...}}``; ``probe`` prints only the result line.
+A failure prints one ``{"event": "error", "kind": ..., "message": ..., "hint": ...}`` line and exits
+with 2 (``bad_input``) or 3 (``runtime_missing`` / ``runtime_failure``). Anything else (runtime
+logs, tracebacks) goes to stderr.
+"""
+
+RESULT_SCHEMA = "edgeq.result/1"
+PROBE_SCHEMA = "edgeq.probe/1"
+RUNNER_VERSION = "1"
