@@ -1,0 +1,1010 @@
+"""SSHTransport: a device reached over SSH (paramiko), with the same protocol as LocalTransport.
+
+Design points a caller can rely on:
+
+* **Commands** are argument lists. The remote side has a shell, so every element is quoted with
+  ``shlex.quote`` and the list runs under a fixed ``/bin/sh`` wrapper that (1) prints its pid so a
+  timeout or Ctrl-C on the host can kill the whole remote process group, and (2) keeps a watcher on
+  the session's stdin, so when the SSH session goes away for any reason (host crashed, link died)
+  the remote processes are killed too. A process killed by a signal reports ``128 + N`` (as the
+  remote shell sees it; LocalTransport reports ``-N``).
+* **Uploads** (``put``) go to ``.<name>.<sha256[:16]>.edgeq-part`` in the destination directory, are
+  resumed after a dropped connection (the tail of the partial file is compared with the local file
+  first; if it differs the upload restarts from zero), fsynced (``fsync@openssh.com``, else the
+  device's Python), verified by sha256 on the device, and only then renamed
+  (``posix-rename@openssh.com``) onto the final name. A partial file never has the final name.
+* **Connections** use keys or an agent only, never a password. Refused / timed-out / dropped
+  connections are retried with exponential backoff (``RetryPolicy``); then one DeviceError line.
+  TCP keepalive, ``TCP_USER_TIMEOUT`` and an SSH-level liveness probe make a vanished device a
+  DeviceError within ``dead_after_s``, never a hang.
+* **Paths**: ``put``/``get`` refuse any remote path outside the device's workdir; build paths with
+  ``remote_path(workdir, *parts)`` (or ``transport.path(*parts)``).
+* **Host keys**: see ``edgeq.devices.known_hosts`` (unknown refused unless trusted, changed always
+  refused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import posixpath
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import paramiko
+from paramiko.sftp import CMD_EXTENDED
+
+from edgeq.devices.known_hosts import EdgeqHostKeyPolicy, KnownHosts, transport_factory
+from edgeq.devices.transport import CommandResult
+from edgeq.errors import DeviceError, UserInputError
+
+if TYPE_CHECKING:
+    from edgeq.devices.profiles import DeviceProfile
+
+# paramiko logs dropped sockets at ERROR; without this they reach stderr through logging's last resort.
+# Applications that configure logging still see them.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+DEFAULT_WORKDIR = "~/edgeq"
+PART_SUFFIX = ".edgeq-part"
+_CHUNK = 32 * 1024  # paramiko splits SFTP writes at 32 KiB anyway
+_TAIL_CHECK = 64 * 1024  # bytes of a partial upload compared with the local file before resuming
+
+# The wrapper every command runs under (POSIX sh). "$@" is the caller's argv, untouched by any shell.
+# fd 3 keeps the session's stdin for the watcher: a background job's own stdin is /dev/null.
+_WRAPPER = (
+    'echo "edgeq-pid $$"; '
+    "exec 3<&0; "
+    "( cat <&3 >/dev/null 2>&1; kill -s TERM -- -$$ 2>/dev/null || kill -s TERM $$ ) >/dev/null 2>&1 & "
+    'exec 3<&-; "$@" </dev/null; exit $?'
+)
+_PID_MARKER = b"edgeq-pid "
+
+# Stops a remote process group: TERM, up to 3 s grace, then KILL. $1 is the pid (from the wrapper).
+# Members count as gone once they are zombies (their reaper may be slow); /proc is read directly
+# because minimal images have no ps. Without /proc, kill -0 decides.
+_KILL = r"""
+p=$1
+kill -s TERM -- -"$p" 2>/dev/null || kill -s TERM "$p" 2>/dev/null
+alive() {
+  if [ -r /proc/self/stat ]; then
+    for s in /proc/[0-9]*/stat; do
+      read -r l < "$s" 2>/dev/null || continue
+      set -- ${l##*) }
+      [ "$1" != Z ] && [ "$3" = "$p" ] && return 0
+    done
+    return 1
+  fi
+  kill -s 0 -- -"$p" 2>/dev/null || kill -s 0 "$p" 2>/dev/null
+}
+i=0
+while [ $i -lt 30 ]; do
+  alive || exit 0
+  sleep 0.1
+  i=$((i+1))
+done
+kill -s KILL -- -"$p" 2>/dev/null
+kill -s KILL "$p" 2>/dev/null
+exit 0
+"""
+
+# sha256 of a file on the device; argv[1] = path, argv[2] = "fsync" to fsync it first. Python >= 3.8.
+SHA256_PROGRAM = """\
+import hashlib, os, sys
+path = sys.argv[1]
+if not os.path.isfile(path):
+    print("missing")
+    sys.exit(0)
+h = hashlib.sha256()
+with open(path, "rb") as f:
+    if sys.argv[2:3] == ["fsync"]:
+        os.fsync(f.fileno())
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+print(h.hexdigest())
+"""
+
+
+@dataclass(frozen=True)
+class TransferStats:
+    """What the last ``put`` went through (for reports and benchmarks)."""
+
+    bytes_sent: int = 0
+    attempts: int = 0  # 1 when nothing went wrong
+    resumes: int = 0  # attempts that continued a partial file
+    restarts: int = 0  # partial files that could not be trusted and were started over
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try. Connection attempts back off ``initial_delay_s * factor**k`` (capped).
+
+    A transfer keeps going while it makes progress: it gives up after ``transfer_stalls`` attempts
+    in a row that did not get more bytes onto the device, or after ``max_transfer_attempts``.
+    """
+
+    attempts: int = 4
+    initial_delay_s: float = 0.5
+    factor: float = 2.0
+    max_delay_s: float = 8.0
+    transfer_stalls: int = 4
+    max_transfer_attempts: int = 60
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failure in a row (1-based)."""
+        return min(self.max_delay_s, self.initial_delay_s * self.factor ** max(0, failures - 1))
+
+
+def remote_path(workdir: str, *parts: str) -> str:
+    """``workdir`` joined with ``parts``, refusing anything that could leave ``workdir``.
+
+    ``remote_path("/home/pi/edgeq", "models", "a b;$(x).tflite")`` gives
+    ``"/home/pi/edgeq/models/a b;$(x).tflite"``; ``".."``, absolute parts and NUL raise
+    UserInputError. ``workdir`` is absolute or starts with ``~/`` (the remote home).
+    """
+    if not workdir or "\x00" in workdir:
+        raise UserInputError(f"bad device workdir {workdir!r}", "set workdir to an absolute path or ~/...")
+    if not (workdir.startswith("/") or workdir == "~" or workdir.startswith("~/")):
+        raise UserInputError(
+            f"device workdir must be absolute or start with ~/, got {workdir!r}",
+            'set for example workdir = "~/edgeq" in the device profile',
+        )
+    if ".." in workdir.split("/"):
+        raise UserInputError(
+            f"device workdir must not contain '..': {workdir!r}", "write the path out in full"
+        )
+    root = posixpath.normpath(workdir)
+    if root.startswith("//"):
+        root = "/" + root.lstrip("/")
+    if root == "/":
+        raise UserInputError("device workdir must not be /", "use a directory of its own such as ~/edgeq")
+    comps: list[str] = []
+    for part in parts:
+        if not isinstance(part, str) or "\x00" in part:
+            raise UserInputError(f"bad remote path component {part!r}", "use a plain file name")
+        if part.startswith("/"):
+            raise UserInputError(
+                f"remote path component {part!r} is absolute", "give paths relative to the workdir"
+            )
+        for comp in part.split("/"):
+            if comp in ("", "."):
+                continue
+            if comp == "..":
+                raise UserInputError(
+                    f"remote path component {part!r} contains '..'",
+                    "paths must stay inside the device workdir",
+                )
+            comps.append(comp)
+    return "/".join([root, *comps])
+
+
+def is_inside(workdir: str, path: str) -> bool:
+    """True when normalised ``path`` is ``workdir`` or below it (both absolute POSIX paths)."""
+    if "\x00" in path or not path.startswith("/"):
+        return False
+    norm = posixpath.normpath(path)
+    root = posixpath.normpath(workdir)
+    return norm == root or norm.startswith(root.rstrip("/") + "/")
+
+
+def file_digest(path: Path) -> tuple[int, str]:
+    """(size in bytes, sha256 hex) of a local file."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return size, h.hexdigest()
+
+
+class ConnectionLost(DeviceError):
+    """The SSH connection went away (mid-command, or before it could start). Transfers retry on it;
+    a command is never re-run automatically (it may not be idempotent)."""
+
+
+class CommandTimeout(DeviceError):
+    """A remote command ran past its timeout; its process group on the device was stopped."""
+
+
+# Errors that mean "the connection (or its attempt) failed", as opposed to a refusal by the server.
+_NET_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # ConnectionRefusedError, ConnectionResetError, TimeoutError/socket.timeout, EHOSTUNREACH
+    EOFError,
+    paramiko.SSHException,
+)
+
+
+_LINK_ERRNOS = {
+    errno.ECONNRESET,
+    errno.ECONNABORTED,
+    errno.ECONNREFUSED,
+    errno.EPIPE,
+    errno.ETIMEDOUT,
+    errno.ENOTCONN,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ENETDOWN,
+    errno.EBADF,
+}
+_RETRYABLE: tuple[type[BaseException], ...] = (ConnectionLost, *_NET_ERRORS)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        return "connection refused"
+    if isinstance(exc, EOFError):
+        return "connection closed by the other side"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return text[:200]
+
+
+class SSHTransport:
+    """A device over SSH. Connects lazily; not thread-safe (one command or transfer at a time).
+
+    ``with SSHTransport("10.0.0.5", user="pi", workdir="~/edgeq") as t:``
+    ``t.run(["uname", "-m"]).stdout`` → ``"aarch64\\n"``;
+    ``t.put(Path("m.tflite"), t.path("models", "m.tflite"))`` → bytes sent.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        port: int = 22,
+        user: str | None = None,
+        identity_file: Path | str | None = None,
+        workdir: str = DEFAULT_WORKDIR,
+        python: str = "python3",
+        name: str | None = None,
+        trust_new_host: bool = False,
+        known_hosts: KnownHosts | None = None,
+        allow_agent: bool = True,
+        connect_timeout_s: float = 10.0,
+        io_timeout_s: float = 60.0,
+        keepalive_s: float = 5.0,
+        dead_after_s: float = 20.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if not host:
+            raise UserInputError("no host given for the SSH device", "set host in the device profile")
+        self.host = host
+        self.port = int(port)
+        self.user = user or _local_user()
+        self.identity_file = Path(identity_file).expanduser() if identity_file else None
+        remote_path(workdir)  # validate early
+        self._workdir_spec = workdir
+        self.python = python
+        self.name = name or f"{self.user}@{self.host}:{self.port}"
+        self.trust_new_host = trust_new_host
+        self.known_hosts = known_hosts or KnownHosts()
+        self.allow_agent = allow_agent
+        self.connect_timeout_s = connect_timeout_s
+        self.io_timeout_s = io_timeout_s
+        self.keepalive_s = keepalive_s
+        self.dead_after_s = dead_after_s
+        self.retry = retry or RetryPolicy()
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._home: str | None = None
+        self._fsync_ext: bool | None = None  # does the server do fsync@openssh.com?
+        self.host_key_outcome = ""  # "known" or "pinned" after the first connection
+        self.connects = 0  # successful connections (a resumed transfer reconnects)
+        self.connect_failures = 0  # failed connection attempts, all retried or reported
+        self.last_transfer = TransferStats()
+
+    @classmethod
+    def from_profile(
+        cls,
+        profile: DeviceProfile,
+        *,
+        trust_new_host: bool = False,
+        known_hosts: KnownHosts | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> SSHTransport:
+        """The transport for an SSH device profile (``profile.require_address()`` must hold)."""
+        profile.require_address()
+        assert profile.host is not None
+        return cls(
+            profile.host,
+            port=profile.port,
+            user=profile.user,
+            identity_file=profile.identity_file,
+            workdir=profile.workdir,
+            python=profile.python,
+            name=profile.name,
+            trust_new_host=trust_new_host or profile.host_key_policy == "accept-new",
+            known_hosts=known_hosts,
+            connect_timeout_s=profile.connect_timeout_s,
+            retry=retry
+            or RetryPolicy(attempts=profile.connect_retries, initial_delay_s=profile.retry_delay_s),
+        )
+
+    # ------------------------------------------------------------------ connection
+
+    @property
+    def target(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+    @property
+    def connected(self) -> bool:
+        t = self._client.get_transport() if self._client is not None else None
+        return t is not None and t.is_active()
+
+    def connect(self) -> None:
+        """Connect now (otherwise the first command does): retries, then one DeviceError line."""
+        self._ensure()
+
+    def _ensure(self) -> paramiko.SSHClient:
+        if self._client is not None and self.connected:
+            return self._client
+        self._drop()
+        if self.identity_file is not None and not self.identity_file.is_file():
+            raise UserInputError(
+                f"identity file {self.identity_file} does not exist",
+                "fix identity_file in the device profile, or remove it to use ssh-agent / ~/.ssh keys",
+            )
+        started = time.monotonic()
+        failures = 0
+        while True:
+            try:
+                self._client = self._connect_once()
+                self.connects += 1
+                return self._client
+            except DeviceError:
+                raise
+            except paramiko.PasswordRequiredException as exc:
+                raise DeviceError(
+                    f"identity file {self.identity_file} is encrypted and edgeq never asks for passphrases",
+                    f"load it into ssh-agent (ssh-add {self.identity_file}) and keep SSH_AUTH_SOCK set",
+                ) from exc
+            except paramiko.AuthenticationException as exc:
+                keys = str(self.identity_file) if self.identity_file else "ssh-agent and ~/.ssh/id_*"
+                raise DeviceError(
+                    f"authentication failed for {self.target}: no key was accepted (tried {keys})",
+                    "install your public key on the device "
+                    f"(ssh-copy-id -p {self.port} {self.user}@{self.host}) "
+                    "or set identity_file in the profile; passwords are not supported",
+                ) from exc
+            except socket.gaierror as exc:
+                raise DeviceError(
+                    f"cannot resolve host name {self.host!r}: {exc.strerror}",
+                    "check host in the device profile (or use the device's IP address)",
+                ) from exc
+            except _NET_ERRORS as exc:
+                failures += 1
+                self.connect_failures += 1
+                if failures >= self.retry.attempts:
+                    raise DeviceError(
+                        f"cannot connect to {self.target} after {failures} attempts in "
+                        f"{time.monotonic() - started:.1f} s: {_reason(exc)}",
+                        "check that the device is on, reachable and running sshd "
+                        f"(edgeq devices check {self.name})",
+                    ) from exc
+                time.sleep(self.retry.delay(failures))
+
+    def _connect_once(self) -> paramiko.SSHClient:
+        sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
+        try:
+            _tune_socket(sock, self.keepalive_s, self.dead_after_s)
+            client = paramiko.SSHClient()
+            # The client's own key cache stays empty: every server key goes through our policy.
+            policy = EdgeqHostKeyPolicy(self.known_hosts, self.host, self.port, self.trust_new_host)
+            client.set_missing_host_key_policy(policy)
+            try:
+                client.connect(
+                    self.host,
+                    port=self.port,
+                    username=self.user,
+                    password=None,
+                    key_filename=str(self.identity_file) if self.identity_file else None,
+                    allow_agent=self.allow_agent,
+                    look_for_keys=self.identity_file is None,
+                    timeout=self.connect_timeout_s,
+                    banner_timeout=self.connect_timeout_s,
+                    auth_timeout=self.connect_timeout_s,
+                    channel_timeout=self.connect_timeout_s,
+                    sock=sock,
+                    transport_factory=transport_factory(self.known_hosts, self.host, self.port),
+                )
+            except BaseException:
+                client.close()
+                raise
+        except BaseException:
+            sock.close()
+            raise
+        self.host_key_outcome = policy.outcome
+        t = client.get_transport()
+        assert t is not None
+        t.set_keepalive(max(1, int(self.keepalive_s)))
+        return client
+
+    def _drop(self) -> None:
+        """Forget the current connection (closing what is left of it)."""
+        sftp, client = self._sftp, self._client
+        self._sftp = None
+        self._client = None
+        if sftp is not None:
+            with contextlib.suppress(Exception):
+                sftp.close()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
+    def close(self) -> None:
+        self._drop()
+
+    def __enter__(self) -> SSHTransport:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _transport(self) -> paramiko.Transport:
+        t = self._ensure().get_transport()
+        assert t is not None
+        return t
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        if self._sftp is None or not self.connected:
+            client = self._ensure()
+            self._sftp = client.open_sftp()
+            channel = self._sftp.get_channel()
+            if channel is not None:
+                # Every SFTP request must be answered within io_timeout_s, so a stalled link cannot hang us.
+                channel.settimeout(self.io_timeout_s)
+        return self._sftp
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def home(self) -> str:
+        """The remote user's home directory (absolute)."""
+        if self._home is None:
+            self._home = self._sftp_client().normalize(".")
+        return self._home
+
+    @property
+    def workdir(self) -> str:
+        """The profile's workdir as an absolute path on the device (``~`` resolved)."""
+        spec = remote_path(self._workdir_spec)
+        if spec == "~" or spec.startswith("~/"):
+            return remote_path(self.home, spec[2:]) if spec != "~" else self.home
+        return spec
+
+    def path(self, *parts: str) -> str:
+        """``remote_path(self.workdir, *parts)``."""
+        return remote_path(self.workdir, *parts)
+
+    def _confine(self, remote: str) -> str:
+        """``remote`` made absolute (relative paths are below workdir) and checked to be inside it."""
+        if not isinstance(remote, str) or not remote or "\x00" in remote:
+            raise UserInputError(f"bad remote path {remote!r}", "build remote paths with remote_path()")
+        root = self.workdir
+        if remote == "~" or remote.startswith("~/"):
+            full = self.home + remote[1:]
+        elif remote.startswith("/"):
+            full = remote
+        else:
+            full = posixpath.join(root, remote)
+        if not is_inside(root, full) or posixpath.normpath(full) == posixpath.normpath(root):
+            raise UserInputError(
+                f"remote path {remote!r} is outside the device workdir {root}",
+                "edgeq only writes inside the workdir of the device profile",
+            )
+        return posixpath.normpath(full)
+
+    # ------------------------------------------------------------------ commands
+
+    def run(
+        self,
+        argv: Sequence[str],
+        timeout: float | None = None,
+        on_stdout_line: Callable[[str], None] | None = None,
+    ) -> CommandResult:
+        """Run ``argv`` on the device. Timeout → DeviceError (the remote process group is killed);
+        Ctrl-C → the remote process group is killed, then KeyboardInterrupt propagates."""
+        argv = [str(a) for a in argv]
+        if not argv:
+            raise ValueError("empty argv")
+        command = " ".join(shlex.quote(a) for a in ["/bin/sh", "-c", _WRAPPER, "edgeq", *argv])
+        t = self._transport()
+        try:
+            chan = t.open_session(timeout=self.io_timeout_s)
+            chan.exec_command(command)
+        except _NET_ERRORS as exc:
+            self._drop()
+            raise ConnectionLost(
+                f"connection to {self.name} lost before {argv[0]!r} could start: {_reason(exc)}",
+                f"retry; if it persists check the device with: edgeq devices check {self.name}",
+            ) from exc
+        return _CommandSession(self, chan, argv, timeout, on_stdout_line).wait()
+
+    def _kill_remote(self, pid: int, grace_s: float = 5.0) -> None:
+        """TERM then KILL the remote process group ``pid`` (best effort, bounded in time)."""
+        if not self.connected:
+            return
+        try:
+            t = self._transport()
+            chan = t.open_session(timeout=grace_s)
+            chan.settimeout(grace_s)
+            chan.exec_command(
+                " ".join(shlex.quote(a) for a in ["/bin/sh", "-c", _KILL, "edgeq-kill", str(pid)])
+            )
+            end = time.monotonic() + grace_s
+            while not chan.exit_status_ready() and time.monotonic() < end:
+                time.sleep(0.02)
+            chan.close()
+        except Exception:  # the watcher on the device still stops it when the session ends
+            pass
+
+    def _alive(self, started: list[float], done: threading.Event) -> None:
+        """Send one SSH-level ping (a global request the server must answer)."""
+        t = self._client.get_transport() if self._client else None
+        started.append(time.monotonic())
+
+        def probe() -> None:
+            try:
+                if t is not None:
+                    t.global_request("keepalive@openssh.com", wait=True)
+            except Exception:  # a dead transport is what we are looking for
+                pass
+            finally:
+                done.set()
+
+        threading.Thread(target=probe, name="edgeq-ssh-ping", daemon=True).start()
+
+    # ------------------------------------------------------------------ small file helpers
+
+    def sha256(self, remote: str, fsync: bool = False) -> str | None:
+        """sha256 of a file on the device (None when missing), computed there."""
+        path = self._confine(remote)
+        return self._remote_sha256(path, fsync)
+
+    def _remote_sha256(self, path: str, fsync: bool = False) -> str | None:
+        args = [self.python, "-c", SHA256_PROGRAM, path] + (["fsync"] if fsync else [])
+        res = self.run(args, timeout=self.io_timeout_s * 10)
+        if res.exit_code == 127:  # no Python on the device: coreutils can do it
+            if fsync:
+                self.run(["sync", "--", path], timeout=self.io_timeout_s)
+            res = self.run(["sha256sum", "--", path], timeout=self.io_timeout_s * 10)
+            if res.exit_code != 0:
+                return None
+            return res.stdout.split()[0] if res.stdout.split() else None
+        answer = res.stdout.strip().splitlines()[-1:] if res.exit_code == 0 else []
+        if not answer:
+            tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DeviceError(
+                f"cannot hash {path} on {self.name}: {tail}", f"check that {self.python!r} runs there"
+            )
+        return None if answer[0] == "missing" else answer[0]
+
+    def stat_size(self, remote: str) -> int | None:
+        """Size of a remote file in bytes, or None when it does not exist."""
+        path = self._confine(remote)
+        try:
+            st = self._sftp_client().stat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+        return int(st.st_size or 0)
+
+    def makedirs(self, remote: str) -> None:
+        """``mkdir -p`` inside the workdir (the workdir itself is created as needed)."""
+        path = self.workdir if remote in ("", ".", self.workdir) else self._confine(remote)
+        self._sftp_makedirs(self._sftp_client(), path)
+
+    def remove(self, remote: str) -> None:
+        """Remove a file inside the workdir; a missing file is fine."""
+        path = self._confine(remote)
+        with contextlib.suppress(FileNotFoundError):
+            self._sftp_client().remove(path)
+
+    def _sftp_makedirs(self, sftp: paramiko.SFTPClient, path: str) -> None:
+        try:
+            sftp.stat(path)
+            return
+        except FileNotFoundError:
+            pass
+        parent = posixpath.dirname(path)
+        if parent and parent != path:
+            self._sftp_makedirs(sftp, parent)
+        try:
+            sftp.mkdir(path)
+        except OSError:
+            sftp.stat(path)  # created meanwhile by someone else is fine; otherwise raises
+
+    # ------------------------------------------------------------------ transfers
+
+    def put(self, local: Path, remote: str) -> int:
+        """Copy ``local`` to ``remote`` atomically and verified; return the bytes sent over the link
+        (counting resent bytes). Survives dropped connections by resuming."""
+        local = Path(local)
+        if not local.is_file():
+            raise UserInputError(f"file not found: {local}", "check the path")
+        size, sha = file_digest(local)
+        final = self._confine(remote)
+        directory, base = posixpath.split(final)
+        part = posixpath.join(directory, f".{base}.{sha[:16]}{PART_SUFFIX}")
+        up = _Upload(self, local, size, sha, final, part)
+        started = time.monotonic()
+        try:
+            return up.run()
+        finally:
+            self.last_transfer = TransferStats(
+                up.sent, up.attempts, up.resumes, up.restarts, time.monotonic() - started
+            )
+
+    def get(self, remote: str, local: Path) -> None:
+        """Copy ``remote`` from the device to ``local`` (temporary name, fsync, rename), resuming a
+        dropped transfer."""
+        local = Path(local)
+        src = self._confine(remote)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        part = local.with_name(f".{local.name}{PART_SUFFIX}")
+        best = -1
+        stalls = attempts = 0
+        resumed = verified_once = False
+        while True:
+            attempts += 1
+            try:
+                sftp = self._sftp_client()
+                try:
+                    total = int(sftp.stat(src).st_size or 0)
+                except FileNotFoundError as exc:
+                    raise DeviceError(f"no file {src} on {self.name}", "check the remote path") from exc
+                have = part.stat().st_size if part.exists() else 0
+                if have > total:
+                    have = 0
+                resumed = resumed or have > 0
+                if have > best:
+                    best, stalls = have, 0
+                with sftp.open(src, "rb") as rf, open(part, "r+b" if have else "wb") as out:
+                    rf.seek(have)
+                    out.seek(have)
+                    out.truncate()
+                    rf.prefetch(total)  # from the current offset up to ``total``
+                    while True:
+                        block = rf.read(1 << 20)
+                        if not block:
+                            break
+                        out.write(block)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if part.stat().st_size != total:
+                    raise ConnectionLost(f"short read of {src}", "")
+                # A resumed download may have started before the remote file changed: check the whole.
+                if resumed and self._remote_sha256(src) != file_digest(part)[1]:
+                    part.unlink()
+                    if verified_once:
+                        raise DeviceError(f"{src} on {self.name} keeps changing while read", "retry later")
+                    verified_once, resumed = True, False
+                    continue
+                os.replace(part, local)
+                return
+            except _RETRYABLE as exc:
+                if not self._is_link_failure(exc):
+                    raise DeviceError(
+                        f"cannot read {src} on {self.name}: {_reason(exc)}", "check the remote path"
+                    ) from exc
+                self._drop()
+                stalls += 1
+                if stalls >= self.retry.transfer_stalls or attempts >= self.retry.max_transfer_attempts:
+                    raise DeviceError(
+                        f"download of {src} from {self.name} failed after {attempts} attempts: "
+                        f"{_reason(exc)}",
+                        "check the link to the device and retry; the partial download is kept and resumed",
+                    ) from exc
+                time.sleep(self.retry.delay(stalls))
+
+    def _is_link_failure(self, exc: BaseException) -> bool:
+        """Did ``exc`` come from the link (retry) rather than from the server refusing (give up)?
+
+        SFTP status errors (no such file, permission denied, disk full) are OSErrors too; they arrive
+        on a connection that is still up.
+        """
+        if isinstance(exc, EOFError | paramiko.SSHException | TimeoutError | ConnectionLost):
+            return True
+        if isinstance(exc, OSError) and exc.errno in _LINK_ERRNOS:
+            return True
+        if not self.connected:
+            return True
+        time.sleep(0.05)  # the transport thread may not have noticed a dead socket yet
+        return not self.connected
+
+    def _fsync_handle(self, sftp: paramiko.SFTPClient, f: paramiko.SFTPFile) -> bool:
+        """fsync an open remote file with OpenSSH's ``fsync@openssh.com``; False if unsupported."""
+        if self._fsync_ext is False:
+            return False
+        # paramiko has no public call for this extension; the request is the documented one
+        # (PROTOCOL in OpenSSH: string "fsync@openssh.com", string handle).
+        request: Any = sftp._request  # type: ignore[attr-defined]
+        try:
+            request(CMD_EXTENDED, "fsync@openssh.com", f.handle)
+        except OSError:
+            if not self.connected:
+                raise
+            self._fsync_ext = False
+            return False
+        self._fsync_ext = True
+        return True
+
+
+class _CommandSession:
+    """One running remote command: stream stdout lines, collect stderr, watch time and liveness."""
+
+    def __init__(
+        self,
+        owner: SSHTransport,
+        chan: paramiko.Channel,
+        argv: list[str],
+        timeout: float | None,
+        on_line: Callable[[str], None] | None,
+    ) -> None:
+        self.owner = owner
+        self.chan = chan
+        self.argv = argv
+        self.timeout = timeout
+        self.on_line = on_line
+        self.pid: int | None = None
+        self.out = bytearray()
+        self.err = bytearray()
+        self.pending = b""  # stdout bytes after the last newline
+        self.preamble = bytearray()  # lines a chatty login shell printed before our wrapper started
+
+    def _stdout(self, data: bytes) -> None:
+        self.pending += data
+        if self.pid is None:
+            if b"\n" not in self.pending:
+                return
+            while self.pid is None and b"\n" in self.pending:
+                first, self.pending = self.pending.split(b"\n", 1)
+                if first.startswith(_PID_MARKER) and first[len(_PID_MARKER) :].isdigit():
+                    self.pid = int(first[len(_PID_MARKER) :])
+                else:
+                    self.preamble += first + b"\n"
+            if self.pid is None:
+                return
+        while b"\n" in self.pending:
+            line, self.pending = self.pending.split(b"\n", 1)
+            self.out += line + b"\n"
+            if self.on_line is not None:
+                self.on_line(line.decode("utf-8", "replace"))
+
+    def _lost(self, why: str) -> ConnectionLost:
+        self.owner._drop()
+        return ConnectionLost(
+            f"connection to {self.owner.name} lost while running {self.argv[0]!r}: {why}",
+            "the device may have rebooted or the network dropped; the remote process is stopped when "
+            f"sshd notices. Check with: edgeq devices check {self.owner.name}",
+        )
+
+    def wait(self) -> CommandResult:
+        chan, owner = self.chan, self.owner
+        t = chan.get_transport()
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        chan.settimeout(0.05)
+        last_rx = time.monotonic()
+        pings: list[float] = []
+        pong = threading.Event()
+        stdout_eof = False
+        try:
+            while True:
+                got = False
+                if not stdout_eof:
+                    try:
+                        data = chan.recv(65536)
+                    except TimeoutError:
+                        data = None
+                    if data:
+                        got = True
+                        self._stdout(data)
+                    elif data == b"":
+                        stdout_eof = True
+                while chan.recv_stderr_ready():
+                    self.err += chan.recv_stderr(65536)
+                    got = True
+                now = time.monotonic()
+                if got:
+                    last_rx = now
+                if stdout_eof and chan.exit_status_ready():
+                    break
+                if not t.is_active():
+                    raise self._lost("the SSH transport closed")
+                if deadline is not None and now > deadline:
+                    raise _Timeout()
+                # Liveness: after keepalive_s of silence, ping; no answer within dead_after_s → gone.
+                if pings and pong.is_set():
+                    pings.clear()
+                    pong.clear()
+                    last_rx = now
+                elif pings and now - pings[0] > owner.dead_after_s:
+                    raise self._lost(f"no answer for {owner.dead_after_s:.0f} s")
+                elif not pings and now - last_rx > owner.keepalive_s:
+                    owner._alive(pings, pong)
+                if stdout_eof and not got:
+                    time.sleep(0.01)
+        except _Timeout:
+            self._stop()
+            raise CommandTimeout(
+                f"command timed out after {self.timeout:g} s on {owner.name}: {self.argv[0]}",
+                "raise the timeout or lower --runs / --min-seconds",
+            ) from None
+        except ConnectionLost:
+            raise
+        except BaseException:
+            # Ctrl-C (or a failing callback) on the host stops the device-side process too.
+            self._stop()
+            raise
+        while chan.recv_stderr_ready():
+            self.err += chan.recv_stderr(65536)
+        if self.pid is None and self.preamble:  # never saw the wrapper start: show what came
+            self.out = self.preamble + self.out
+        if self.pending:
+            self.out += self.pending
+            if self.on_line is not None:
+                self.on_line(self.pending.decode("utf-8", "replace"))
+            self.pending = b""
+        status = chan.exit_status
+        chan.close()
+        if status == -1:
+            if not t.is_active():
+                raise self._lost("the SSH transport closed")
+            status = -1  # the wrapper shell itself was killed by a signal (paramiko drops exit-signal)
+        return CommandResult(status, self.out.decode("utf-8", "replace"), self.err.decode("utf-8", "replace"))
+
+    def _stop(self) -> None:
+        if self.pid is not None and self.pid > 0:
+            self.owner._kill_remote(self.pid)
+        with contextlib.suppress(Exception):
+            self.chan.close()
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _Upload:
+    """One ``put``: resume, fsync, verify, rename; retried across dropped connections."""
+
+    def __init__(self, owner: SSHTransport, local: Path, size: int, sha: str, final: str, part: str) -> None:
+        self.o = owner
+        self.local = local
+        self.size = size
+        self.sha = sha
+        self.final = final
+        self.part = part
+        self.sent = 0
+        self.attempts = 0
+        self.restarts = 0  # verification failures (partial could not be trusted after all)
+        self.resumes = 0  # attempts that continued a partial file
+        self.maybe_renamed = False
+
+    def run(self) -> int:
+        o = self.o
+        best = -1
+        stalls = 0
+        while True:
+            self.attempts += 1
+            try:
+                offset = self._prepare()
+                if offset is None:  # an earlier attempt had renamed it already
+                    return self.sent
+                if offset > best:
+                    best, stalls = offset, 0
+                return self._attempt(offset)
+            except _RETRYABLE as exc:
+                if not o._is_link_failure(exc):
+                    raise DeviceError(
+                        f"cannot write {self.part} on {o.name}: {_reason(exc)}",
+                        "check free space (df -h) and permissions of the workdir on the device",
+                    ) from exc
+                o._drop()
+                stalls += 1
+                if stalls >= o.retry.transfer_stalls or self.attempts >= o.retry.max_transfer_attempts:
+                    raise DeviceError(
+                        f"upload of {self.local.name} to {o.name} failed after {self.attempts} attempts "
+                        f"({self.sent} bytes sent): {_reason(exc)}",
+                        "check the link to the device and retry; the next upload resumes the partial file",
+                    ) from exc
+                time.sleep(o.retry.delay(stalls))
+
+    def _prepare(self) -> int | None:
+        """How many bytes of the partial file can be kept (0: start over); None: already done."""
+        sftp = self.o._sftp_client()
+        self.o._sftp_makedirs(sftp, posixpath.dirname(self.final))
+        try:
+            have = int(sftp.stat(self.part).st_size or 0)
+        except FileNotFoundError:
+            if self.maybe_renamed and self.o._remote_sha256(self.final) == self.sha:
+                return None
+            return 0
+        if have == 0 or have > self.size:
+            return 0
+        # A torn last write is the realistic way a partial goes bad: compare its tail with ours.
+        n = min(_TAIL_CHECK, have)
+        with sftp.open(self.part, "rb") as rf:
+            rf.seek(have - n)
+            theirs = rf.read(n)
+        with open(self.local, "rb") as lf:
+            lf.seek(have - n)
+            ours = lf.read(n)
+        if theirs != ours:
+            return 0
+        self.resumes += 1
+        return have
+
+    def _attempt(self, offset: int) -> int:
+        o = self.o
+        sftp = o._sftp_client()
+        with sftp.open(self.part, "r+" if offset else "w") as f, open(self.local, "rb") as src:
+            f.set_pipelined(True)
+            f.seek(offset)
+            src.seek(offset)
+            while True:
+                block = src.read(_CHUNK)
+                if not block:
+                    break
+                f.write(block)
+                self.sent += len(block)
+            f.flush()
+            synced = o._fsync_handle(sftp, f)
+        digest = o._remote_sha256(self.part, fsync=not synced)
+        if digest != self.sha:
+            if digest is not None:
+                o.remove(self.part)
+            self.restarts += 1
+            if self.restarts > 1:
+                raise DeviceError(
+                    f"{self.local.name} arrived damaged on {o.name} twice "
+                    f"(sha256 {digest}, expected {self.sha})",
+                    "check the device's storage and free space",
+                )
+            raise ConnectionLost("partial upload could not be trusted; restarting it", "")
+        self.maybe_renamed = True
+        sftp.posix_rename(self.part, self.final)
+        return self.sent
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _tune_socket(sock: socket.socket, keepalive_s: float, dead_after_s: float) -> None:
+    """TCP keepalive and TCP_USER_TIMEOUT: a peer that vanished is noticed by the kernel too.
+    TCP_NODELAY: small requests (open a channel, one SFTP call) must not wait for delayed ACKs."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(keepalive_s)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(keepalive_s)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(dead_after_s * 1000))
+    sock.settimeout(None)
