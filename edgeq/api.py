@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq.data import Dataset, load_dataset
+from edgeq.devices.session import DeviceTarget
 from edgeq.errors import GateFailed, UserInputError
 from edgeq.export import convert
 from edgeq.export.tflite_model import ModelInfo, describe, interpreter_accuracy
@@ -52,7 +53,7 @@ class PipelineOptions:
     qat_epochs: int = 4
     temperature: float = 4.0
     alpha: float = 0.3
-    device: str = "local"
+    device: DeviceTarget = field(default_factory=DeviceTarget)
     runs: int = 200
     warmup: int = 20
     threads: int = 1
@@ -358,7 +359,6 @@ def pipeline(
     Raises :class:`GateFailed` (after writing the full report) when the QAT int8 accuracy is more than
     ``max_accuracy_drop`` points below the float student.
     """
-    from edgeq import profiling
     from edgeq.models import build_model, count_params
     from edgeq.train.core import FitConfig, accuracy, quantize_aware, train_float
     from edgeq.train.core import distill as _distill
@@ -380,8 +380,7 @@ def pipeline(
     user_teacher = None
     if o.teacher is not None:
         user_teacher = _load_keras(o.teacher, ds)
-    if o.device != "local":
-        raise UserInputError(f"unknown device {o.device!r}", "use --device local")
+    device_profile = o.device.resolve()
     out.mkdir(parents=True, exist_ok=True)
     fit = lambda epochs, lr=2e-3: FitConfig(epochs, learning_rate=lr, seed=o.data.seed)  # noqa: E731
 
@@ -447,10 +446,11 @@ def pipeline(
         _sidecar(out_name="model.tflite", info=info, ds=ds, recipe=recipe, accuracy=dict(acc)),
     )
 
-    stage("profile", f"profiling model.tflite on device {o.device!r}")
-    result = profiling.profile(
+    stage("profile", f"profiling model.tflite on device {device_profile.name!r}")
+    result = profile(
         out / "model.tflite",
         o.device,
+        profile=device_profile,
         runs=o.runs,
         warmup=o.warmup,
         threads=o.threads,
@@ -496,6 +496,89 @@ def accuracy_gate(float_acc: float, int8_acc: float, max_drop_points: float) -> 
         "max_accuracy_drop_points": max_drop_points,
         "drop_points": round(drop, 3),
         "passed": drop <= max_drop_points + 1e-9,
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Devices
+
+
+def profile(
+    model: Path,
+    target: DeviceTarget | None = None,
+    *,
+    profile: Any = None,
+    runs: int | None = None,
+    warmup: int | None = None,
+    threads: int | None = None,
+    min_seconds: float | None = None,
+    runtime: str | None = None,
+    test_data: Any = None,
+    save_outputs: Path | None = None,
+    timeout: float | None = None,
+    on_event: EventCallback = _noop,
+    **runner_options: Any,
+) -> dict[str, Any]:
+    """Deploy (if needed) and run ``model`` on a device; return its ``edgeq.result/1``.
+
+    Unset measurement settings come from the device profile (runs, warm-up, threads, timeout).
+
+    >>> api.profile(Path("model.tflite"), DeviceTarget("rpi4", host="pi@10.0.0.7"))["latency_us"]["p50"]
+    """
+    from edgeq import profiling
+    from edgeq.devices.session import open_device
+
+    t = target or DeviceTarget()
+    profiling.check_model(Path(model))  # a bad model fails before any connection
+    prof = profile or t.resolve()
+    if runtime is None:
+        runtime = prof.runtime if prof.runtime in profiling.RUNTIMES else "auto"
+    with open_device(t, prof) as dev:
+        result = profiling.profile_on(
+            dev.transport,
+            dev.python,
+            dev.workdir,
+            prof.name,
+            Path(model),
+            runs=runs if runs is not None else prof.runs,
+            warmup=warmup if warmup is not None else prof.warmup_runs,
+            threads=threads if threads is not None else (prof.threads or 1),
+            min_seconds=min_seconds if min_seconds is not None else (prof.min_seconds or None),
+            runtime=runtime,
+            test_data=test_data,
+            save_outputs=save_outputs,
+            on_event=on_event,
+            timeout=timeout if timeout is not None else prof.run_timeout_s,
+            **runner_options,
+        )
+    result.setdefault("device", {}).update({"profile": prof.name, "profile_sha256": prof.digest()})
+    return result
+
+
+def deploy(
+    model: Path, target: DeviceTarget | None = None, *, on_event: EventCallback = _noop
+) -> dict[str, Any]:
+    """Copy ``model`` and the runner to the device (content-addressed; what is there is not resent)."""
+    from edgeq import profiling
+    from edgeq.devices.deploy import deploy_file
+    from edgeq.devices.session import open_device
+
+    t = target or DeviceTarget()
+    profiling.check_model(Path(model))
+    prof = t.resolve()
+    t0 = time.perf_counter()
+    with open_device(t, prof) as dev:
+        parts: dict[str, dict[str, Any]] = {}
+        for kind, path in (("runner", profiling.build_runner_pyz()), ("models", Path(model))):
+            d = deploy_file(dev.transport, dev.python, dev.workdir, path, kind)
+            on_event({"stage": "deploy", "message": f"{path.name}: {d.bytes_sent} bytes sent"})
+            parts[kind] = {"remote_path": d.remote_path, "sha256": d.sha256, "bytes_sent": d.bytes_sent}
+    return {
+        "device": prof.name,
+        "model": parts["models"],
+        "runner": parts["runner"],
+        "bytes_sent": parts["models"]["bytes_sent"] + parts["runner"]["bytes_sent"],
+        "seconds": round(time.perf_counter() - t0, 3),
     }
 
 

@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeq import api
+from edgeq.devices.cli import app as devices_app
+from edgeq.devices.session import DeviceTarget
 from edgeq.errors import (
     EXIT_BAD_INPUT,
     EXIT_GATE,
@@ -32,12 +34,7 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
-try:  # the devices sub-commands (profiles, check, setup)
-    from edgeq.devices.cli import app as devices_app
-
-    app.add_typer(devices_app, name="devices", help="Device profiles: list, check, set up.")
-except ImportError:  # pragma: no cover - only while the devices package is incomplete
-    pass
+app.add_typer(devices_app, name="devices", help="Device profiles: list, show, check, set up.")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -49,6 +46,27 @@ DataOpt = Annotated[
 ImageSizeOpt = Annotated[str, typer.Option(help="HxW that image-folder images are resized to.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the split and of training.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
+DeviceOpt = Annotated[str, typer.Option(help="Device profile name or path to a .toml profile.")]
+ProfilesOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--profiles", help="Directory of NAME.toml device profiles (repeatable; before EDGEQ_PROFILES)."
+    ),
+]
+HostOpt = Annotated[
+    str | None,
+    typer.Option("--host", help="Point the profile at [user@]host[:port] (built-in board profiles)."),
+]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-new-host", help="Accept and pin an unknown host key (a changed key is always refused)."
+    ),
+]
+
+
+def _target(device: str, profiles: list[Path] | None, host: str | None, trust: bool) -> DeviceTarget:
+    return DeviceTarget(name=device, profiles=tuple(profiles or ()), host=host, trust_new_host=trust)
 
 
 def _data(data: str, image_size: str, seed: int) -> api.DataOptions:
@@ -130,7 +148,10 @@ def pipeline(
     qat_epochs: int = 4,
     temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 4.0,
     alpha: Annotated[float, typer.Option(help="Weight of the hard-label loss (1 − alpha: teacher).")] = 0.3,
-    device: Annotated[str, typer.Option(help="Device profile to measure on.")] = "local",
+    device: DeviceOpt = "local",
+    profiles: ProfilesOpt = None,
+    host: HostOpt = None,
+    trust_new_host: TrustOpt = False,
     runs: int = 200,
     warmup: int = 20,
     threads: int = 1,
@@ -148,7 +169,7 @@ def pipeline(
         qat_epochs=qat_epochs,
         temperature=temperature,
         alpha=alpha,
-        device=device,
+        device=_target(device, profiles, host, trust_new_host),
         runs=runs,
         warmup=warmup,
         threads=threads,
@@ -354,45 +375,57 @@ def _render_inspect(info: dict[str, Any]) -> None:
 @app.command()
 def profile(
     model: Annotated[Path, typer.Argument(help="A .tflite model.")],
-    device: Annotated[str, typer.Option(help="Device profile name or path.")] = "local",
-    runs: int = 100,
-    warmup: int = 10,
-    threads: int = 1,
+    device: DeviceOpt = "local",
+    profiles: ProfilesOpt = None,
+    host: HostOpt = None,
+    trust_new_host: TrustOpt = False,
+    runs: Annotated[int | None, typer.Option(help="Measured runs (default: the profile's).")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Warm-up runs (default: the profile's).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Interpreter threads (default: the profile's, else 1).")
+    ] = None,
     min_seconds: Annotated[float | None, typer.Option(help="Measure for at least this long.")] = None,
     runtime: Annotated[
-        str, typer.Option(help="auto, ai-edge-litert, tflite-runtime or tensorflow.")
-    ] = "auto",
+        str | None,
+        typer.Option(help="auto, ai-edge-litert, tflite-runtime or tensorflow (default: the profile's)."),
+    ] = None,
     test_data: Annotated[
         Path | None, typer.Option(help=".npz with x (float) and y to measure on-device accuracy.")
     ] = None,
+    save_outputs: Annotated[
+        Path | None, typer.Option(help="Save the raw outputs on test_data as .npy.")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds before the device run is stopped.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the on-device runner: latency distribution, init time, memory (and accuracy with test data)."""
-    from edgeq import profiling
-
     td = None
     if test_data is not None:
-        ds = api.DataOptions(source=str(test_data)).load()
-        # The whole file is the test data: every split goes to the device.
         import numpy as np
 
+        ds = api.DataOptions(source=str(test_data)).load()
+        # The whole file is the test data: every split goes to the device.
         td = (
             np.concatenate([ds.x_train, ds.x_val, ds.x_test]),
             np.concatenate([ds.y_train, ds.y_val, ds.y_test]),
         )
     progress = _Progress(quiet=as_json)
-    res = profiling.profile(
-        model,
-        device,
-        runs=runs,
-        warmup=warmup,
-        threads=threads,
-        min_seconds=min_seconds,
-        runtime=runtime,
-        test_data=td,
-        on_event=progress,
-    )
-    progress.close()
+    try:
+        res = api.profile(
+            model,
+            _target(device, profiles, host, trust_new_host),
+            runs=runs,
+            warmup=warmup,
+            threads=threads,
+            min_seconds=min_seconds,
+            runtime=runtime,
+            test_data=td,
+            save_outputs=save_outputs,
+            timeout=timeout,
+            on_event=progress,
+        )
+    finally:
+        progress.close()
     if as_json:
         out.print_json(json.dumps(res, default=str))
         return
@@ -409,6 +442,29 @@ def profile(
     )
     if "accuracy" in res:
         out.print(f"on-device accuracy: {res['accuracy']['top1']:.4f} (n={res['accuracy']['n']})")
+
+
+@app.command()
+def deploy(
+    model: Annotated[Path, typer.Argument(help="A .tflite model.")],
+    device: DeviceOpt = "local",
+    profiles: ProfilesOpt = None,
+    host: HostOpt = None,
+    trust_new_host: TrustOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy a model and the runner to a device (verified by sha256; what is already there is not resent)."""
+    progress = _Progress(quiet=as_json)
+    try:
+        res = api.deploy(model, _target(device, profiles, host, trust_new_host), on_event=progress)
+    finally:
+        progress.close()
+    if as_json:
+        out.print_json(json.dumps(res))
+        return
+    out.print(f"model:  {res['model']['remote_path']}  ({res['model']['bytes_sent']} bytes sent)")
+    out.print(f"runner: {res['runner']['remote_path']}  ({res['runner']['bytes_sent']} bytes sent)")
+    out.print(f"bytes_sent: {res['bytes_sent']}  in {res['seconds']} s")
 
 
 # ------------------------------------------------------------------------------------------------

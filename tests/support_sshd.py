@@ -226,3 +226,23 @@ def running_sshd(root: Path, client_key: Path) -> Iterator[SshServer]:
         yield server
     finally:
         server.stop()
+
+
+def loopback_profile(server: SshServer, d: Path, python: str, **extra: str) -> Path:
+    """A profile file for ``server`` (generic-x86_64 underneath) in ``d``; returns its path."""
+    d.mkdir(parents=True, exist_ok=True)
+    lines = [
+        'extends = "generic-x86_64"',
+        f'host = "{server.host}"',
+        f"port = {server.port}",
+        f'user = "{server.user}"',
+        f'identity_file = "{server.client_key}"',
+        f'workdir = "{d / "workdir"}"',
+        f'python = "{python}"',
+        "connect_retries = 2",
+        "retry_delay_s = 0.05",
+        *(f"{k} = {v}" for k, v in extra.items()),
+    ]
+    p = d / "loop.toml"
+    p.write_text("\n".join(lines) + "\n")
+    return p

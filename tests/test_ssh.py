@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import support_sshd
 from support_faultproxy import FaultProxy
-from support_sshd import SshServer, free_port, keygen, pin_host_key
+from support_sshd import SshServer, free_port, keygen, loopback_profile, pin_host_key
 from typer.testing import CliRunner
 
 from edgeq.devices import manage
@@ -575,29 +575,10 @@ def test_devices_check_local() -> None:
     assert json.loads(res.stdout)["status"] in ("OK", "WARN")
 
 
-def _loopback_profile(server: SshServer, d: Path, python: str, **extra: str) -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    lines = [
-        'extends = "generic-x86_64"',
-        f'host = "{server.host}"',
-        f"port = {server.port}",
-        f'user = "{server.user}"',
-        f'identity_file = "{server.client_key}"',
-        f'workdir = "{d / "workdir"}"',
-        f'python = "{python}"',
-        "connect_retries = 2",
-        "retry_delay_s = 0.05",
-        *(f"{k} = {v}" for k, v in extra.items()),
-    ]
-    p = d / "loop.toml"
-    p.write_text("\n".join(lines) + "\n")
-    return p
-
-
 def test_devices_check_over_ssh_and_the_cli_host_key_flow(
     sshd: SshServer, ssh_env: Path, tmp_path: Path
 ) -> None:
-    prof = _loopback_profile(sshd, tmp_path / "p", sys.executable)  # edgeq's venv has ai-edge-litert
+    prof = loopback_profile(sshd, tmp_path / "p", sys.executable)  # edgeq's venv has ai-edge-litert
     runner = CliRunner()
     res = runner.invoke(devices_app, ["check", str(prof), "--json"])
     assert res.exit_code == 3
@@ -646,7 +627,7 @@ def _fake_wheel(d: Path) -> Path:
 
 def test_devices_setup_is_idempotent(trusted: SshServer, tmp_path: Path) -> None:
     wheels = _fake_wheel(tmp_path / "wheels")
-    prof = _loopback_profile(
+    prof = loopback_profile(
         trusted, tmp_path / "p", DEVICE_PYTHON, pip_args=f'["--no-index", "--find-links", "{wheels}"]'
     )
     p = load_profile(str(prof))
@@ -674,7 +655,7 @@ def test_devices_setup_is_idempotent(trusted: SshServer, tmp_path: Path) -> None
 
 
 def test_setup_reports_failures_as_steps(trusted: SshServer, tmp_path: Path) -> None:
-    prof = _loopback_profile(trusted, tmp_path / "p", "/no/such/python3")
+    prof = loopback_profile(trusted, tmp_path / "p", "/no/such/python3")
     report = manage.setup_device(load_profile(str(prof)))
     assert not report.ok and report.steps[-1].name == "python" and "not found" in report.steps[-1].detail
     template = manage.setup_device(load_profile("rpi4"))
