@@ -7,3 +7,6 @@ from pathlib import Path
 
 # Let test modules import the support modules next to them (support_sshd, support_models, ...).
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Session fixtures shared by several modules live in these plugins, so each runs once per session.
+pytest_plugins = ["support_cli", "support_models", "support_sshd"]

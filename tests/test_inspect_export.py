@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support_cli import assert_clean_error, edgeq, pipeline_dir  # noqa: F401
+from support_cli import assert_clean_error, edgeq
 
 from edgeq.errors import EXIT_BAD_INPUT, EXIT_GATE, UserInputError
 
 
-def test_inspect_json_and_require_int8(pipeline_dir: Path) -> None:  # noqa: F811
+def test_inspect_json_and_require_int8(pipeline_dir: Path) -> None:
     run = edgeq("inspect", pipeline_dir / "model.tflite", "--json", "--require-int8")
     assert run.code == 0, run.stderr
     info = json.loads(run.stdout)
@@ -26,7 +26,7 @@ def test_inspect_json_and_require_int8(pipeline_dir: Path) -> None:  # noqa: F81
     assert human.code == 0 and "full int8" in human.stdout and "CONV_2D" in human.stdout
 
 
-def test_require_int8_fails_a_float_model(pipeline_dir: Path) -> None:  # noqa: F811
+def test_require_int8_fails_a_float_model(pipeline_dir: Path) -> None:
     run = edgeq("inspect", pipeline_dir / "student_float.tflite", "--require-int8")
     assert_clean_error(run, EXIT_GATE, "not int8 end to end", "float32")
     assert "NOT full int8" in run.stdout
@@ -34,7 +34,7 @@ def test_require_int8_fails_a_float_model(pipeline_dir: Path) -> None:  # noqa: 
     assert edgeq("inspect", pipeline_dir / "student_float.tflite").code == 0
 
 
-def test_inspect_bad_models(tmp_path: Path, pipeline_dir: Path) -> None:  # noqa: F811
+def test_inspect_bad_models(tmp_path: Path, pipeline_dir: Path) -> None:
     assert_clean_error(edgeq("inspect", tmp_path / "nope.tflite"), EXIT_BAD_INPUT, "model not found")
     rnd = tmp_path / "random.tflite"
     rnd.write_bytes(np.random.default_rng(0).bytes(4096))
@@ -50,7 +50,7 @@ def test_inspect_bad_models(tmp_path: Path, pipeline_dir: Path) -> None:  # noqa
     assert_clean_error(edgeq("profile", cut), EXIT_BAD_INPUT, "cut.tflite")
 
 
-def test_debug_quant_reports_per_layer_error(pipeline_dir: Path) -> None:  # noqa: F811
+def test_debug_quant_reports_per_layer_error(pipeline_dir: Path) -> None:
     run = edgeq("inspect", pipeline_dir / "model.tflite", "--debug-quant", "--json")
     assert run.code == 0, run.stderr
     rows = json.loads(run.stdout)["quant_debug"]
@@ -60,7 +60,7 @@ def test_debug_quant_reports_per_layer_error(pipeline_dir: Path) -> None:  # noq
     assert all(0.0 <= r["rmse_per_scale"] < 5.0 for r in rows if "rmse_per_scale" in r)
 
 
-def test_export_qat_and_float_models(tmp_path: Path, pipeline_dir: Path) -> None:  # noqa: F811
+def test_export_qat_and_float_models(tmp_path: Path, pipeline_dir: Path) -> None:
     out = tmp_path / "q.tflite"
     run = edgeq("export", pipeline_dir / "student_qat.h5", "--out", out, "--json")
     assert run.code == 0, run.stderr
@@ -76,7 +76,7 @@ def test_export_qat_and_float_models(tmp_path: Path, pipeline_dir: Path) -> None
     assert json.loads((tmp_path / "p.edgeq.json").read_text())["recipe"]["quantization"] == "ptq"
 
 
-def test_export_bad_inputs_leave_nothing(tmp_path: Path, pipeline_dir: Path) -> None:  # noqa: F811
+def test_export_bad_inputs_leave_nothing(tmp_path: Path, pipeline_dir: Path) -> None:
     junk = tmp_path / "junk.keras"
     junk.write_bytes(b"definitely not a keras zip")
     out = tmp_path / "o.tflite"
@@ -92,7 +92,7 @@ def test_export_bad_inputs_leave_nothing(tmp_path: Path, pipeline_dir: Path) -> 
     assert list(tmp_path.iterdir()) == [junk]
 
 
-def test_distill_from_a_user_teacher_and_shape_mismatch(tmp_path: Path, pipeline_dir: Path) -> None:  # noqa: F811
+def test_distill_from_a_user_teacher_and_shape_mismatch(tmp_path: Path, pipeline_dir: Path) -> None:
     out = tmp_path / "s.keras"
     run = edgeq("distill", pipeline_dir / "teacher.keras", "--out", out, "--epochs", "1", "--json")
     assert run.code == 0, run.stderr

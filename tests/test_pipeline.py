@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from support_cli import pipeline_dir  # noqa: F401  (fixture)
 
 from edgeq.data import load_dataset
 from edgeq.export.tflite_model import describe, interpreter_accuracy
@@ -25,12 +24,12 @@ EXPECTED_FILES = {
 }
 
 
-def test_pipeline_writes_every_file_and_nothing_half_written(pipeline_dir: Path) -> None:  # noqa: F811
+def test_pipeline_writes_every_file_and_nothing_half_written(pipeline_dir: Path) -> None:
     names = {p.name for p in pipeline_dir.iterdir()}
     assert names == EXPECTED_FILES
 
 
-def test_report_has_the_promised_fields(pipeline_dir: Path) -> None:  # noqa: F811
+def test_report_has_the_promised_fields(pipeline_dir: Path) -> None:
     r = json.loads((pipeline_dir / "report.json").read_text())
     assert r["schema"] == "edgeq.report/1"
     acc = r["accuracy"]
@@ -59,7 +58,7 @@ def test_report_has_the_promised_fields(pipeline_dir: Path) -> None:  # noqa: F8
     assert "QAT" in md and "PTQ" in md and "latency p50" in md
 
 
-def test_int8_accuracies_are_measured_with_the_interpreter(pipeline_dir: Path) -> None:  # noqa: F811
+def test_int8_accuracies_are_measured_with_the_interpreter(pipeline_dir: Path) -> None:
     r = json.loads((pipeline_dir / "report.json").read_text())
     ds = load_dataset()
     assert (
@@ -72,7 +71,7 @@ def test_int8_accuracies_are_measured_with_the_interpreter(pipeline_dir: Path) -
     )
 
 
-def test_exported_models_are_int8_end_to_end(pipeline_dir: Path) -> None:  # noqa: F811
+def test_exported_models_are_int8_end_to_end(pipeline_dir: Path) -> None:
     for name in ("model.tflite", "model_ptq.tflite"):
         info = describe(pipeline_dir / name)
         assert info.full_int8, info.violations
@@ -85,7 +84,7 @@ def test_exported_models_are_int8_end_to_end(pipeline_dir: Path) -> None:  # noq
     assert not flt.full_int8 and any("float32" in v for v in flt.violations)
 
 
-def test_sidecar_records_recipe_hashes_versions_and_quantization(pipeline_dir: Path) -> None:  # noqa: F811
+def test_sidecar_records_recipe_hashes_versions_and_quantization(pipeline_dir: Path) -> None:
     side = json.loads((pipeline_dir / "model.edgeq.json").read_text())
     model = pipeline_dir / "model.tflite"
     assert side["model"]["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
@@ -105,7 +104,7 @@ def test_sidecar_records_recipe_hashes_versions_and_quantization(pipeline_dir: P
     )
 
 
-def test_pipeline_with_a_user_teacher(pipeline_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_pipeline_with_a_user_teacher(pipeline_dir: Path, tmp_path: Path) -> None:
     from support_cli import edgeq
 
     out = tmp_path / "out"

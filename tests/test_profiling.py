@@ -7,9 +7,7 @@ import importlib.util
 import os
 import shutil
 import sys
-import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -18,44 +16,6 @@ from edgeq.devices.deploy import deploy_file, remote_path_for
 from edgeq.devices.transport import LocalTransport
 from edgeq.errors import DeviceError, UserInputError
 from edgeq.profiling import edgeq_home, local_workdir, profile, write_test_data
-
-
-def _build_tiny_int8(dest: Path) -> Path:
-    """A few tf_keras layers converted to full int8 (int8 in and out) with a representative dataset."""
-    from edgeq.tfenv import keras, tensorflow
-
-    tf = tensorflow()
-    k = keras()
-    k.utils.set_random_seed(1)
-    model = k.Sequential(
-        [
-            k.layers.Input((6, 6, 2)),
-            k.layers.Conv2D(3, 3, activation="relu"),
-            k.layers.Flatten(),
-            k.layers.Dense(4),
-        ]
-    )
-    rng = np.random.default_rng(1)
-
-    def representative() -> Any:
-        for _ in range(8):
-            yield [rng.uniform(-1.0, 1.0, (1, 6, 6, 2)).astype(np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-        dest.write_bytes(conv.convert())
-    return dest
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build_tiny_int8(tmp_path_factory.mktemp("profiling-model") / "tiny_int8.tflite")
 
 
 @pytest.fixture
@@ -99,7 +59,7 @@ def test_profile_accuracy_and_saved_outputs_match_in_process(
     from ai_edge_litert.interpreter import Interpreter
 
     rng = np.random.default_rng(3)
-    x = rng.uniform(-1.0, 1.0, (16, 6, 6, 2)).astype(np.float32)
+    x = rng.uniform(-1.0, 1.0, (16, 8, 8, 1)).astype(np.float32)
     y = rng.integers(0, 4, 16)
     interp = Interpreter(model_path=str(tiny_model))
     interp.allocate_tensors()
@@ -170,7 +130,7 @@ def test_options_and_devices_are_checked_before_anything_runs(tiny_model: Path, 
     with pytest.raises(UserInputError, match="test_data"):
         profile(tiny_model, save_outputs=home / "o.npy")
     with pytest.raises(UserInputError, match="shapes"):
-        profile(tiny_model, test_data=(np.zeros((3, 6, 6, 2), np.float32), np.zeros(4, np.int64)))
+        profile(tiny_model, test_data=(np.zeros((3, 8, 8, 1), np.float32), np.zeros(4, np.int64)))
     assert all_files(home) == []
 
 

@@ -10,31 +10,22 @@ from pathlib import Path
 
 import pytest
 from support_cli import assert_clean_error, edgeq
-from support_sshd import (  # noqa: F401
-    SshServer,
-    keygen,
-    loopback_profile,
-    pin_host_key,
-    ssh_env,
-    sshd,
-    sshd_keys,
-)
-from test_profiling import tiny_model  # noqa: F401  (fixture: a tiny full-int8 model)
+from support_sshd import SshServer, keygen, loopback_profile, pin_host_key
 
 from edgeq.errors import EXIT_DEVICE
 
 
 @pytest.fixture
-def profile_file(sshd: SshServer, ssh_env: Path, tmp_path: Path) -> Path:  # noqa: F811
+def profile_file(sshd: SshServer, ssh_env: Path, tmp_path: Path) -> Path:
     # The "board" runs the runner under edgeq's own Python, which has ai-edge-litert.
     return loopback_profile(sshd, tmp_path / "profiles", sys.executable)
 
 
 def test_profile_over_ssh_and_redeploy_sends_nothing(
-    sshd: SshServer,  # noqa: F811
-    ssh_env: Path,  # noqa: F811
+    sshd: SshServer,
+    ssh_env: Path,
     profile_file: Path,
-    tiny_model: Path,  # noqa: F811
+    tiny_model: Path,
     tmp_path: Path,
 ) -> None:
     pin_host_key(ssh_env, sshd)
@@ -66,10 +57,10 @@ def test_profile_over_ssh_and_redeploy_sends_nothing(
 
 
 def test_unknown_host_refused_then_pinned_and_changed_key_always_refused(
-    sshd: SshServer,  # noqa: F811
-    ssh_env: Path,  # noqa: F811
+    sshd: SshServer,
+    ssh_env: Path,
     profile_file: Path,
-    tiny_model: Path,  # noqa: F811
+    tiny_model: Path,
     tmp_path: Path,
 ) -> None:
     run = edgeq("deploy", tiny_model, "--device", profile_file)
@@ -96,10 +87,10 @@ def test_unknown_host_refused_then_pinned_and_changed_key_always_refused(
 
 
 def test_a_hostile_file_name_deploys_and_profiles_and_runs_nothing(
-    sshd: SshServer,  # noqa: F811
-    ssh_env: Path,  # noqa: F811
+    sshd: SshServer,
+    ssh_env: Path,
     profile_file: Path,
-    tiny_model: Path,  # noqa: F811
+    tiny_model: Path,
     tmp_path: Path,
 ) -> None:
     pin_host_key(ssh_env, sshd)

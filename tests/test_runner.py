@@ -8,7 +8,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,45 +20,6 @@ from edgeq.runner.measure import quantize
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNER_DIR = REPO / "edgeq" / "runner"
-
-
-def _build_tiny_int8(dest: Path) -> Path:
-    """A few tf_keras layers converted to full int8 (int8 in and out) with a representative dataset."""
-    from edgeq.tfenv import keras, tensorflow
-
-    tf = tensorflow()
-    k = keras()
-    k.utils.set_random_seed(0)
-    model = k.Sequential(
-        [
-            k.layers.Input((8, 8, 1)),
-            k.layers.Conv2D(4, 3, activation="relu"),
-            k.layers.GlobalAveragePooling2D(),
-            k.layers.Dense(3),
-        ]
-    )
-    rng = np.random.default_rng(0)
-
-    def representative() -> Any:
-        for _ in range(8):
-            yield [rng.uniform(0.0, 1.0, (1, 8, 8, 1)).astype(np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    with warnings.catch_warnings():
-        # int8 inputs without float statistics are exactly what a full-int8 export asks for.
-        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-        dest.write_bytes(conv.convert())
-    return dest
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build_tiny_int8(tmp_path_factory.mktemp("runner-model") / "tiny_int8.tflite")
 
 
 @pytest.fixture(scope="session")

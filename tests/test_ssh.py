@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import support_sshd
 from support_faultproxy import FaultProxy
 from support_sshd import SshServer, free_port, keygen, loopback_profile, pin_host_key
 from typer.testing import CliRunner
@@ -42,12 +41,6 @@ from edgeq.devices.ssh import (
 )
 from edgeq.devices.transport import LocalTransport
 from edgeq.errors import DeviceError, UserInputError
-
-# pytest fixtures from the support module (a real sshd, private HOME / EDGEQ_HOME)
-sshd = support_sshd.sshd
-sshd_keys = support_sshd.sshd_keys
-sshd_factory = support_sshd.sshd_factory
-ssh_env = support_sshd.ssh_env
 
 DEVICE_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 FAST = RetryPolicy(attempts=3, initial_delay_s=0.05, max_delay_s=0.2, transfer_stalls=4)
