@@ -9,4 +9,4 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 # Session fixtures shared by several modules live in these plugins, so each runs once per session.
-pytest_plugins = ["support_cli", "support_models", "support_sshd"]
+pytest_plugins = ["support_cli", "support_farm", "support_models", "support_sshd"]

@@ -1,0 +1,97 @@
+"""The farm tier (`pytest -m farm`): real SSH to hosts in network namespaces and an emulated aarch64 board."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from support_cli import edgeq
+from support_farm import farm_profile, pin_farm_keys
+
+from edgeq.data import load_dataset
+
+pytestmark = pytest.mark.farm
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "edgeq-home"
+    return {"EDGEQ_HOME": str(home)}
+
+
+def test_aarch64_board_runs_the_pipeline_model_like_the_host(
+    farm: dict[str, Any], pipeline_dir: Path, tmp_path: Path, env: dict[str, str]
+) -> None:
+    pin_farm_keys(farm, Path(env["EDGEQ_HOME"]))
+    prof = farm_profile(farm, "arm64", tmp_path / "profiles", "generic-aarch64")
+    setup = edgeq("devices", "setup", prof, "--json", env=env, timeout=1800)
+    assert setup.code == 0, setup.stdout + setup.stderr
+
+    ds = load_dataset()
+    td = tmp_path / "test.npz"
+    np.savez(td, x=ds.x_test, y=ds.y_test)
+    model = pipeline_dir / "model.tflite"
+    board_out = tmp_path / "board.npy"
+    args = ["--runs", "20", "--warmup", "2", "--test-data", td, "--json"]
+    run = edgeq("profile", model, "--device", prof, *args, "--save-outputs", board_out, env=env, timeout=1800)
+    assert run.code == 0, run.stderr
+    board = json.loads(run.stdout)
+    assert board["device"]["arch"] == "aarch64"
+    assert board["device"]["runtime"] == "tflite-runtime"
+    assert board["latency_us"]["n"] == 20
+    # The host's answer from the same TFLite builtin kernels (no XNNPACK delegate): tflite-runtime
+    # 2.14 on the board does not delegate int8 graphs to XNNPACK, whose rounding differs by 1-2 LSB.
+    sent = load_dataset(td)  # the CLI sends every split of the file, in this order
+    x = np.concatenate([sent.x_train, sent.x_val, sent.x_test])
+    host = _builtin_kernel_outputs(model, x)
+    a = np.load(board_out)
+    assert a.shape == host.shape == (len(ds.y_test), 10) and a.dtype == host.dtype == np.int8
+    assert np.array_equal(a, host)
+    y = np.concatenate([sent.y_train, sent.y_val, sent.y_test])
+    assert board["accuracy"]["top1"] == float(np.mean(host.argmax(axis=1) == y))
+
+
+def _builtin_kernel_outputs(model: Path, x: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgeq.runner.measure import quantize
+
+    it = Interpreter(
+        model_path=str(model), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    scale, zp = inp["quantization"]
+    rows = []
+    for i in range(len(x)):
+        it.set_tensor(inp["index"], quantize(x[i : i + 1], scale, zp, np.int8))
+        it.invoke()
+        rows.append(it.get_tensor(out["index"])[0].copy())
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("name", ["plain", "degraded"])
+def test_deploy_then_redeploy_sends_nothing(
+    farm: dict[str, Any], tiny_model: Path, tmp_path: Path, env: dict[str, str], name: str
+) -> None:
+    pin_farm_keys(farm, Path(env["EDGEQ_HOME"]))
+    # x86 farm hosts share this machine's /tmp: a fresh workdir per test, removed afterwards.
+    workdir = Path("/tmp") / f"edgeq-farm-test-{uuid.uuid4().hex[:12]}"
+    prof = farm_profile(
+        farm, name, tmp_path / "profiles", "generic-x86_64", python="/usr/bin/python3", workdir=str(workdir)
+    )
+    try:
+        first = edgeq("deploy", tiny_model, "--device", prof, "--json", env=env, timeout=600)
+        assert first.code == 0, first.stderr
+        res = json.loads(first.stdout)
+        assert res["model"]["bytes_sent"] == tiny_model.stat().st_size
+        assert Path(res["model"]["remote_path"]).read_bytes() == tiny_model.read_bytes()
+        again = json.loads(edgeq("deploy", tiny_model, "--device", prof, "--json", env=env).stdout)
+        assert again["bytes_sent"] == 0
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
