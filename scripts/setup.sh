@@ -13,6 +13,9 @@ if [ "$want_test" = 1 ]; then
     need=()
     [ -x /usr/sbin/sshd ] || need+=(openssh-server)
     command -v ssh-keygen >/dev/null || need+=(openssh-client)
+    # The ternary kernels' aarch64 cross build, checked under qemu-user.
+    command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+    command -v qemu-aarch64-static >/dev/null || command -v qemu-aarch64 >/dev/null || need+=(qemu-user-static)
     if [ "${#need[@]}" -gt 0 ]; then
         if [ "$(id -u)" = 0 ]; then
             echo "setup: installing ${need[*]}" >&2

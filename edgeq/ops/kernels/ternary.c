@@ -1,0 +1,468 @@
+/* edgeq ternary-weight int8 kernels. See ternary.h and docs/custom_ops.md.
+ *
+ * How the inner loop avoids multiplications: the int8 input is moved to unsigned bytes
+ * u = x + 128 once per call, and each packed weight row is two bit planes (+1 bits, −1 bits).
+ * The dot product is Σ_{+1} u − Σ_{−1} u: bytes selected by the bit masks and summed (x86: masked
+ * byte moves / compares and PSADBW; NEON: VTST and pairwise widening adds; scalar: AND with a
+ * 0/0xFF mask). The +128 and the input zero point come back as one per-channel correction,
+ * (128 + in_zp) · (n₊ − n₋), with n₊/n₋ counted by popcount. Requantization is fixed point.
+ */
+#include "ternary.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define EDGEQ_X86 1
+#include <immintrin.h>
+#endif
+#if defined(__aarch64__)
+#define EDGEQ_NEON 1
+#include <arm_neon.h>
+#endif
+
+#define FAIL(code, ...)                        \
+  do {                                         \
+    if (err && errlen) snprintf(err, errlen, __VA_ARGS__); \
+    return (code);                             \
+  } while (0)
+
+enum { E_OK = 0, E_FORMAT = 1, E_SHAPE = 2, E_MEMORY = 3 };
+
+/* ------------------------------------------------------------------------------------------ */
+/* Requantization: TFLite's MultiplyByQuantizedMultiplier (gemmlowp double rounding).          */
+
+static inline int32_t srdhm(int32_t a, int32_t b) {
+  if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
+  int64_t ab = (int64_t)a * (int64_t)b;
+  int64_t nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+  return (int32_t)((ab + nudge) / ((int64_t)1 << 31)); /* C division truncates toward zero */
+}
+
+static inline int32_t rdbp(int32_t x, int exponent) {
+  int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+  int32_t remainder = x & mask;
+  int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+int32_t edgeq_ternary_mbqm(int32_t acc, int32_t multiplier, int32_t shift) {
+  int left = shift > 0 ? shift : 0;
+  int right = shift > 0 ? 0 : -shift;
+  int32_t shifted = (int32_t)((uint32_t)acc << left); /* wraps, as defined */
+  return rdbp(srdhm(shifted, multiplier), right);
+}
+
+static inline int8_t requant(int32_t acc, int32_t m, int32_t s, int32_t out_zp, int32_t lo,
+                             int32_t hi) {
+  int64_t v = (int64_t)edgeq_ternary_mbqm(acc, m, s) + out_zp;
+  if (v < lo) v = lo;
+  if (v > hi) v = hi;
+  return (int8_t)v;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Σ_{P bits} u − Σ_{M bits} u over c bytes of u; P and M are LSB-first bit planes. Adds
+ * n₊ − n₋ (set bits of P minus set bits of M among the c lanes) to *balance.                 */
+
+typedef int32_t (*dot_fn)(const uint8_t* u, const uint8_t* P, const uint8_t* M, int32_t c,
+                          int32_t* balance);
+
+static const uint8_t kPopcount8[256] = {
+#define B2(n) n, n + 1, n + 1, n + 2
+#define B4(n) B2(n), B2(n + 1), B2(n + 1), B2(n + 2)
+#define B6(n) B4(n), B4(n + 1), B4(n + 1), B4(n + 2)
+    B6(0), B6(1), B6(1), B6(2)
+#undef B2
+#undef B4
+#undef B6
+};
+
+static int32_t dot_scalar(const uint8_t* u, const uint8_t* P, const uint8_t* M, int32_t c,
+                          int32_t* balance) {
+  uint32_t sp = 0, sm = 0;
+  int32_t bal = 0;
+  int32_t b = 0;
+  for (; (b + 1) * 8 <= c; ++b) {
+    uint32_t p = P[b], m = M[b];
+    const uint8_t* v = u + 8 * b;
+    for (int j = 0; j < 8; ++j) {
+      sp += v[j] & (0u - ((p >> j) & 1u));
+      sm += v[j] & (0u - ((m >> j) & 1u));
+    }
+    bal += kPopcount8[p] - kPopcount8[m];
+  }
+  int rem = c - 8 * b;
+  if (rem > 0) {
+    uint32_t keep = (1u << rem) - 1u;
+    uint32_t p = P[b] & keep, m = M[b] & keep;
+    const uint8_t* v = u + 8 * b;
+    for (int j = 0; j < rem; ++j) {
+      sp += v[j] & (0u - ((p >> j) & 1u));
+      sm += v[j] & (0u - ((m >> j) & 1u));
+    }
+    bal += kPopcount8[p] - kPopcount8[m];
+  }
+  *balance += bal;
+  return (int32_t)(sp - sm);
+}
+
+#ifdef EDGEQ_X86
+__attribute__((target("avx2,popcnt"))) static int32_t dot_avx2(const uint8_t* u, const uint8_t* P,
+                                                                const uint8_t* M, int32_t c,
+                                                                int32_t* balance) {
+  const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2,
+                                        2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i accp = zero, accm = zero;
+  int32_t i = 0, bal = 0;
+  for (; i + 32 <= c; i += 32) {
+    uint32_t pw, mw;
+    memcpy(&pw, P + i / 8, 4);
+    memcpy(&mw, M + i / 8, 4);
+    bal += __builtin_popcount(pw) - __builtin_popcount(mw);
+    __m256i v = _mm256_loadu_si256((const __m256i*)(u + i));
+    __m256i pm = _mm256_shuffle_epi8(_mm256_set1_epi32((int)pw), shuf);
+    __m256i mm = _mm256_shuffle_epi8(_mm256_set1_epi32((int)mw), shuf);
+    pm = _mm256_cmpeq_epi8(_mm256_and_si256(pm, bits), bits);
+    mm = _mm256_cmpeq_epi8(_mm256_and_si256(mm, bits), bits);
+    accp = _mm256_add_epi64(accp, _mm256_sad_epu8(_mm256_and_si256(v, pm), zero));
+    accm = _mm256_add_epi64(accm, _mm256_sad_epu8(_mm256_and_si256(v, mm), zero));
+  }
+  __m256i d = _mm256_sub_epi64(accp, accm);
+  __m128i s = _mm_add_epi64(_mm256_castsi256_si128(d), _mm256_extracti128_si256(d, 1));
+  int64_t total = _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
+  *balance += bal;
+  if (i < c) total += dot_scalar(u + i, P + i / 8, M + i / 8, c - i, balance);
+  return (int32_t)total;
+}
+
+__attribute__((target("avx512f,avx512bw,popcnt"))) static int32_t dot_avx512(
+    const uint8_t* u, const uint8_t* P, const uint8_t* M, int32_t c, int32_t* balance) {
+  const __m512i zero = _mm512_setzero_si512();
+  __m512i accp = zero, accm = zero;
+  int32_t i = 0, bal = 0;
+  for (; i + 64 <= c; i += 64) {
+    uint64_t pw, mw;
+    memcpy(&pw, P + i / 8, 8);
+    memcpy(&mw, M + i / 8, 8);
+    bal += __builtin_popcountll(pw) - __builtin_popcountll(mw);
+    __m512i v = _mm512_loadu_si512((const void*)(u + i));
+    accp = _mm512_add_epi64(accp, _mm512_sad_epu8(_mm512_maskz_mov_epi8(pw, v), zero));
+    accm = _mm512_add_epi64(accm, _mm512_sad_epu8(_mm512_maskz_mov_epi8(mw, v), zero));
+  }
+  if (i < c) {
+    int32_t rem = c - i; /* 1..63 */
+    uint64_t lanes = ((uint64_t)1 << rem) - 1;
+    uint64_t pw = 0, mw = 0;
+    memcpy(&pw, P + i / 8, (size_t)((rem + 7) / 8));
+    memcpy(&mw, M + i / 8, (size_t)((rem + 7) / 8));
+    pw &= lanes;
+    mw &= lanes;
+    bal += __builtin_popcountll(pw) - __builtin_popcountll(mw);
+    __m512i v = _mm512_maskz_loadu_epi8(lanes, (const void*)(u + i));
+    accp = _mm512_add_epi64(accp, _mm512_sad_epu8(_mm512_maskz_mov_epi8(pw, v), zero));
+    accm = _mm512_add_epi64(accm, _mm512_sad_epu8(_mm512_maskz_mov_epi8(mw, v), zero));
+  }
+  *balance += bal;
+  return (int32_t)(_mm512_reduce_add_epi64(accp) - _mm512_reduce_add_epi64(accm));
+}
+#endif /* EDGEQ_X86 */
+
+#ifdef EDGEQ_NEON
+static int32_t dot_neon(const uint8_t* u, const uint8_t* P, const uint8_t* M, int32_t c,
+                        int32_t* balance) {
+  static const uint8_t kBits[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+  const uint8x16_t bits = vld1q_u8(kBits);
+  uint32x4_t accp = vdupq_n_u32(0), accm = vdupq_n_u32(0);
+  int32_t i = 0, bal = 0;
+  while (i + 16 <= c) {
+    /* 128 steps add at most 128 · 510 to a u16 lane: widen before that can overflow. */
+    int32_t end = c - i > 16 * 128 ? i + 16 * 128 : c;
+    uint16x8_t p16 = vdupq_n_u16(0), m16 = vdupq_n_u16(0);
+    for (; i + 16 <= end; i += 16) {
+      uint8x16_t v = vld1q_u8(u + i);
+      uint8x16_t pb = vcombine_u8(vdup_n_u8(P[i / 8]), vdup_n_u8(P[i / 8 + 1]));
+      uint8x16_t mb = vcombine_u8(vdup_n_u8(M[i / 8]), vdup_n_u8(M[i / 8 + 1]));
+      bal += kPopcount8[P[i / 8]] + kPopcount8[P[i / 8 + 1]] - kPopcount8[M[i / 8]] -
+             kPopcount8[M[i / 8 + 1]];
+      p16 = vpadalq_u8(p16, vandq_u8(v, vtstq_u8(pb, bits)));
+      m16 = vpadalq_u8(m16, vandq_u8(v, vtstq_u8(mb, bits)));
+    }
+    accp = vpadalq_u16(accp, p16);
+    accm = vpadalq_u16(accm, m16);
+  }
+  int64_t total = (int64_t)vaddvq_u32(accp) - (int64_t)vaddvq_u32(accm);
+  *balance += bal;
+  if (i < c) total += dot_scalar(u + i, P + i / 8, M + i / 8, c - i, balance);
+  return (int32_t)total;
+}
+#endif /* EDGEQ_NEON */
+
+static int g_isa = -2; /* -2: not yet chosen */
+
+static int detect_isa(void) {
+#ifdef EDGEQ_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return EDGEQ_ISA_AVX512;
+  if (__builtin_cpu_supports("avx2")) return EDGEQ_ISA_AVX2;
+  return EDGEQ_ISA_SCALAR;
+#elif defined(EDGEQ_NEON)
+  return EDGEQ_ISA_NEON;
+#else
+  return EDGEQ_ISA_SCALAR;
+#endif
+}
+
+int edgeq_ternary_set_isa(int level) {
+  int best = detect_isa();
+  if (level == EDGEQ_ISA_AUTO || level > best) {
+    g_isa = best;
+  } else if (level == EDGEQ_ISA_NEON && best != EDGEQ_ISA_NEON) {
+    g_isa = EDGEQ_ISA_SCALAR;
+  } else if (level != EDGEQ_ISA_NEON && best == EDGEQ_ISA_NEON) {
+    g_isa = level <= EDGEQ_ISA_SCALAR ? EDGEQ_ISA_SCALAR : EDGEQ_ISA_NEON;
+  } else {
+    g_isa = level < 0 ? EDGEQ_ISA_SCALAR : level;
+  }
+  return g_isa;
+}
+
+static dot_fn pick_dot(void) {
+  if (g_isa == -2) edgeq_ternary_set_isa(EDGEQ_ISA_AUTO);
+  switch (g_isa) {
+#ifdef EDGEQ_X86
+    case EDGEQ_ISA_AVX512:
+      return dot_avx512;
+    case EDGEQ_ISA_AVX2:
+      return dot_avx2;
+#endif
+#ifdef EDGEQ_NEON
+    case EDGEQ_ISA_NEON:
+      return dot_neon;
+#endif
+    default:
+      return dot_scalar;
+  }
+}
+
+const char* edgeq_ternary_isa_name(void) {
+  if (g_isa == -2) edgeq_ternary_set_isa(EDGEQ_ISA_AUTO);
+  switch (g_isa) {
+    case EDGEQ_ISA_AVX512:
+      return "avx512bw";
+    case EDGEQ_ISA_AVX2:
+      return "avx2";
+    case EDGEQ_ISA_NEON:
+      return "neon";
+    default:
+      return "scalar";
+  }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Format parsing and shapes                                                                   */
+
+static int32_t rb_of(int32_t depth) { return 2 * ((depth + 7) / 8); }
+
+int edgeq_ternary_parse(const int32_t* q, int64_t n, edgeq_ternary_params* p, char* err,
+                        size_t errlen) {
+  if (!q || n < EDGEQ_TERNARY_HEADER_WORDS)
+    FAIL(E_FORMAT, "qparams has %lld words, expected at least %d", (long long)n,
+         EDGEQ_TERNARY_HEADER_WORDS);
+  if ((uint32_t)q[0] != EDGEQ_TERNARY_MAGIC) FAIL(E_FORMAT, "bad magic: not an edgeq ternary op");
+  if (q[1] != EDGEQ_TERNARY_FORMAT_VERSION)
+    FAIL(E_FORMAT, "format version %d, this kernel reads %d", q[1], EDGEQ_TERNARY_FORMAT_VERSION);
+  if (q[2] != EDGEQ_TERNARY_KIND_FC && q[2] != EDGEQ_TERNARY_KIND_CONV2D)
+    FAIL(E_FORMAT, "unknown op kind %d", q[2]);
+  if (q[3] != EDGEQ_TERNARY_HEADER_WORDS) FAIL(E_FORMAT, "header_words %d, expected 20", q[3]);
+  p->kind = q[2];
+  p->in_zp = q[4];
+  p->out_zp = q[5];
+  p->act_min = q[6];
+  p->act_max = q[7];
+  p->activation = q[8];
+  p->in_depth = q[9];
+  p->out_depth = q[10];
+  p->kernel_h = q[11];
+  p->kernel_w = q[12];
+  p->stride_h = q[13];
+  p->stride_w = q[14];
+  p->dilation_h = q[15];
+  p->dilation_w = q[16];
+  p->padding = q[17];
+  p->row_bytes = q[18];
+  if (p->in_zp < -128 || p->in_zp > 127 || p->out_zp < -128 || p->out_zp > 127)
+    FAIL(E_FORMAT, "zero point outside [-128, 127]");
+  if (p->act_min < -128 || p->act_max > 127 || p->act_min > p->act_max)
+    FAIL(E_FORMAT, "activation range [%d, %d] invalid", p->act_min, p->act_max);
+  if (p->in_depth < 1 || p->out_depth < 1 || p->kernel_h < 1 || p->kernel_w < 1 ||
+      p->stride_h < 1 || p->stride_w < 1 || p->dilation_h < 1 || p->dilation_w < 1)
+    FAIL(E_FORMAT, "depths, kernel, stride and dilation must be >= 1");
+  if (p->padding != 0 && p->padding != 1) FAIL(E_FORMAT, "padding %d invalid", p->padding);
+  if (p->row_bytes != rb_of(p->in_depth)) FAIL(E_FORMAT, "row_bytes does not match in_depth");
+  if ((int64_t)p->in_depth * p->kernel_h * p->kernel_w > ((int64_t)1 << 22))
+    FAIL(E_FORMAT, "reduction depth exceeds 2^22");
+  if (p->kind == EDGEQ_TERNARY_KIND_FC &&
+      (p->kernel_h != 1 || p->kernel_w != 1 || p->stride_h != 1 || p->stride_w != 1 ||
+       p->dilation_h != 1 || p->dilation_w != 1 || p->padding != 0))
+    FAIL(E_FORMAT, "an FC op has kernel, stride and dilation 1 and padding VALID");
+  if (n < EDGEQ_TERNARY_HEADER_WORDS + 3 * (int64_t)p->out_depth)
+    FAIL(E_FORMAT, "qparams has %lld words, expected >= %lld", (long long)n,
+         (long long)EDGEQ_TERNARY_HEADER_WORDS + 3 * (int64_t)p->out_depth);
+  p->bias = q + EDGEQ_TERNARY_HEADER_WORDS;
+  p->multiplier = p->bias + p->out_depth;
+  p->shift = p->multiplier + p->out_depth;
+  for (int32_t o = 0; o < p->out_depth; ++o) {
+    if (p->multiplier[o] < 0) FAIL(E_FORMAT, "multiplier[%d] negative", o);
+    if (p->shift[o] < -31 || p->shift[o] > 30) FAIL(E_FORMAT, "shift[%d] outside [-31, 30]", o);
+  }
+  return E_OK;
+}
+
+/* Output size and padding-before along one axis (TFLite's rule); -1 if the input is too small. */
+static int32_t out_size(int32_t in, int32_t k, int32_t s, int32_t d, int32_t pad, int32_t* before) {
+  int32_t eff = (k - 1) * d + 1;
+  int32_t out = pad == 1 ? (in + s - 1) / s : (in - eff + s) / s;
+  if (in < 1 || out < 1) return -1;
+  int32_t total = (out - 1) * s + eff - in;
+  if (total < 0) total = 0;
+  if (before) *before = pad == 1 ? total / 2 : 0;
+  return out;
+}
+
+int edgeq_ternary_infer_shape(int kind, const int32_t* x, int xr, const int32_t* w, int wr,
+                              const int32_t* q, int qr, int32_t* out, int* out_rank, char* err,
+                              size_t errlen) {
+  if (xr < 1 || xr > EDGEQ_TERNARY_MAX_RANK) FAIL(E_SHAPE, "input rank %d unsupported", xr);
+  if (kind == EDGEQ_TERNARY_KIND_FC) {
+    if (wr != 2 || qr != 1) FAIL(E_SHAPE, "FC needs weights [O, RB] and 1-D qparams");
+    if (rb_of(x[xr - 1]) != w[1])
+      FAIL(E_SHAPE, "input depth %d does not match weight rows of %d bytes", x[xr - 1], w[1]);
+    for (int i = 0; i < xr - 1; ++i) out[i] = x[i];
+    out[xr - 1] = w[0];
+    *out_rank = xr;
+    return E_OK;
+  }
+  if (kind != EDGEQ_TERNARY_KIND_CONV2D) FAIL(E_SHAPE, "unknown op kind %d", kind);
+  if (xr != 4 || wr != 4 || qr != 6)
+    FAIL(E_SHAPE, "conv needs NHWC input, weights [O, KH, KW, RB] and 6-D qparams");
+  if (rb_of(x[3]) != w[3])
+    FAIL(E_SHAPE, "input depth %d does not match weight rows of %d bytes", x[3], w[3]);
+  if (q[0] < 1 || q[1] < 1 || q[2] < 1 || q[3] < 1 || q[4] < 1 || q[4] > 2)
+    FAIL(E_SHAPE, "qparams shape does not encode a valid stride/dilation/padding");
+  int32_t oh = out_size(x[1], w[1], q[0], q[2], q[4] - 1, NULL);
+  int32_t ow = out_size(x[2], w[2], q[1], q[3], q[4] - 1, NULL);
+  if (oh < 1 || ow < 1) FAIL(E_SHAPE, "input %dx%d too small for the kernel", x[1], x[2]);
+  out[0] = x[0];
+  out[1] = oh;
+  out[2] = ow;
+  out[3] = w[0];
+  *out_rank = 4;
+  return E_OK;
+}
+
+static int eval_fc(const edgeq_ternary_params* p, const uint8_t* w, const int8_t* x, int64_t rows,
+                   int8_t* y, char* err, size_t errlen) {
+  const int32_t k = p->in_depth, o_n = p->out_depth, rb = p->row_bytes, half = rb / 2;
+  uint8_t* u = (uint8_t*)malloc((size_t)(rows * k) + 64);
+  if (!u) FAIL(E_MEMORY, "out of memory");
+  for (int64_t i = 0; i < rows * k; ++i) u[i] = (uint8_t)x[i] ^ 0x80u;
+  const uint32_t corr = (uint32_t)(128 + p->in_zp);
+  dot_fn dot = pick_dot();
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* ur = u + r * k;
+    int8_t* yr = y + r * o_n;
+    for (int32_t o = 0; o < o_n; ++o) {
+      const uint8_t* row = w + (int64_t)o * rb;
+      int32_t bal = 0;
+      uint32_t s = (uint32_t)dot(ur, row, row + half, k, &bal);
+      /* bias + (Σ₊u − Σ₋u) − (128 + in_zp)(n₊ − n₋), wrapping in 32 bits */
+      int32_t acc = (int32_t)((uint32_t)p->bias[o] + s - corr * (uint32_t)bal);
+      yr[o] = requant(acc, p->multiplier[o], p->shift[o], p->out_zp, p->act_min, p->act_max);
+    }
+  }
+  free(u);
+  return E_OK;
+}
+
+static int eval_conv(const edgeq_ternary_params* p, const uint8_t* w, const int8_t* x,
+                     const int32_t* xd, int8_t* y, char* err, size_t errlen) {
+  const int32_t n = xd[0], h = xd[1], wd = xd[2], c = xd[3];
+  const int32_t kh = p->kernel_h, kw = p->kernel_w, sh = p->stride_h, sw = p->stride_w;
+  const int32_t dh = p->dilation_h, dw = p->dilation_w, rb = p->row_bytes, half = rb / 2;
+  const int32_t o_n = p->out_depth, taps = kh * kw;
+  int32_t pt = 0, pl = 0;
+  int32_t oh = out_size(h, kh, sh, dh, p->padding, &pt);
+  int32_t ow = out_size(wd, kw, sw, dw, p->padding, &pl);
+  if (oh < 1 || ow < 1) FAIL(E_SHAPE, "input %dx%d too small for the kernel", h, wd);
+  /* A padded copy in the u domain: padding holds in_zp + 128, i.e. a real zero, so the
+   * per-channel correction below is the same for every output position. */
+  int32_t hp = (oh - 1) * sh + (kh - 1) * dh + 1, wp = (ow - 1) * sw + (kw - 1) * dw + 1;
+  if (hp < pt + h) hp = pt + h;
+  if (wp < pl + wd) wp = pl + wd;
+  size_t ubytes = (size_t)n * (size_t)hp * (size_t)wp * (size_t)c;
+  uint8_t* u = (uint8_t*)malloc(ubytes + 64);
+  if (!u) FAIL(E_MEMORY, "out of memory");
+  memset(u, (uint8_t)p->in_zp ^ 0x80u, ubytes);
+  for (int32_t b = 0; b < n; ++b)
+    for (int32_t iy = 0; iy < h; ++iy) {
+      const int8_t* src = x + (((int64_t)b * h + iy) * wd) * c;
+      uint8_t* dst = u + (((int64_t)b * hp + iy + pt) * wp + pl) * c;
+      for (int64_t i = 0; i < (int64_t)wd * c; ++i) dst[i] = (uint8_t)src[i] ^ 0x80u;
+    }
+  const uint32_t corr = (uint32_t)(128 + p->in_zp);
+  dot_fn dot = pick_dot();
+  for (int32_t b = 0; b < n; ++b)
+    for (int32_t oy = 0; oy < oh; ++oy)
+      for (int32_t ox = 0; ox < ow; ++ox) {
+        int8_t* yp = y + (((int64_t)b * oh + oy) * ow + ox) * o_n;
+        const uint8_t* base = u + (((int64_t)b * hp + oy * sh) * wp + ox * sw) * c;
+        for (int32_t o = 0; o < o_n; ++o) {
+          uint32_t s = (uint32_t)p->bias[o];
+          int32_t bal = 0;
+          const uint8_t* row = w + (int64_t)o * taps * rb;
+          for (int32_t ky = 0; ky < kh; ++ky)
+            for (int32_t kx = 0; kx < kw; ++kx, row += rb)
+              s += (uint32_t)dot(base + ((int64_t)ky * dh * wp + (int64_t)kx * dw) * c, row,
+                                 row + half, c, &bal);
+          yp[o] = requant((int32_t)(s - corr * (uint32_t)bal), p->multiplier[o], p->shift[o],
+                          p->out_zp, p->act_min, p->act_max);
+        }
+      }
+  free(u);
+  return E_OK;
+}
+
+int edgeq_ternary_eval(const int32_t* q, int64_t n_words, const uint8_t* w, int64_t weight_bytes,
+                       const int8_t* x, const int32_t* xd, int xr, int8_t* y, int64_t y_len,
+                       char* err, size_t errlen) {
+  edgeq_ternary_params p;
+  int rc = edgeq_ternary_parse(q, n_words, &p, err, errlen);
+  if (rc) return rc;
+  if (xr < 1 || xr > EDGEQ_TERNARY_MAX_RANK) FAIL(E_SHAPE, "input rank %d unsupported", xr);
+  if (xd[xr - 1] != p.in_depth)
+    FAIL(E_SHAPE, "input depth %d != op in_depth %d", xd[xr - 1], p.in_depth);
+  int64_t want_w = (int64_t)p.out_depth * p.kernel_h * p.kernel_w * p.row_bytes;
+  if (weight_bytes != want_w)
+    FAIL(E_SHAPE, "packed weights have %lld bytes, expected %lld", (long long)weight_bytes,
+         (long long)want_w);
+  if (p.kind == EDGEQ_TERNARY_KIND_FC) {
+    int64_t rows = 1;
+    for (int i = 0; i < xr - 1; ++i) rows *= xd[i];
+    if (y_len != rows * p.out_depth)
+      FAIL(E_SHAPE, "output has %lld elements, expected %lld", (long long)y_len,
+           (long long)(rows * p.out_depth));
+    return eval_fc(&p, w, x, rows, y, err, errlen);
+  }
+  if (xr != 4) FAIL(E_SHAPE, "conv input must be NHWC (rank 4), got rank %d", xr);
+  int32_t oh = out_size(xd[1], p.kernel_h, p.stride_h, p.dilation_h, p.padding, NULL);
+  int32_t ow = out_size(xd[2], p.kernel_w, p.stride_w, p.dilation_w, p.padding, NULL);
+  if (oh < 1 || ow < 1) FAIL(E_SHAPE, "input %dx%d too small for the kernel", xd[1], xd[2]);
+  if (y_len != (int64_t)xd[0] * oh * ow * p.out_depth)
+    FAIL(E_SHAPE, "output has %lld elements, expected %lld", (long long)y_len,
+         (long long)xd[0] * oh * ow * p.out_depth);
+  return eval_conv(&p, w, x, xd, y, err, errlen);
+}

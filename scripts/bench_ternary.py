@@ -1,0 +1,118 @@
+"""Micro-benchmark: EDGEQ_TERNARY_FC (C kernel, registered through LiteRT's C API) against the
+builtin int8 FULLY_CONNECTED of the same shape, in the same runtime (LiteRT CompiledModel, CPU).
+
+Each shape becomes a one-op Keras model, converted to full int8; its ternary twin is the same
+model rewritten by ``edgeq.ops.rewrite``. Both run through ``edgeq.ops.native.LiteRtSession``; the
+timed region is LiteRtRunCompiledModel alone. Prints a table, then as its last line a JSON object
+with ``size_ratio``, ``accuracy_drop`` and ``kernel_latency_ratio`` (custom / builtin, median).
+
+    .venv/bin/python scripts/bench_ternary.py [--repeat 300] [--shapes 512x64,1024x1024]
+
+Phase 1 measures kernels only: ``accuracy_drop`` needs the trained digits students (phase 2) and
+is null here; ``size_ratio`` is that of the benchmark model pair of the headline shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _fc_model(k_in: int, n_out: int, seed: int) -> bytes:
+    from edgeq import tfenv
+    from edgeq.export.convert import to_int8_tflite
+
+    k = tfenv.keras()
+    tfenv.set_seed(seed)
+    inp = k.Input((k_in,))
+    model = k.Model(inp, k.layers.Dense(n_out)(inp))
+    x = np.random.default_rng(seed).normal(size=(64, k_in)).astype(np.float32)
+    return to_int8_tflite(model, x)
+
+
+def _time(session: object, x: bytes, repeat: int, warmup: int) -> list[float]:
+    from edgeq.ops.native import LiteRtSession
+
+    assert isinstance(session, LiteRtSession)
+    session.set_inputs([x])
+    for _ in range(warmup):
+        session.invoke()
+    return [session.invoke() / 1000.0 for _ in range(repeat)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--shapes", default="512x64,1024x1024,2048x2048", help="KxN input x output sizes")
+    ap.add_argument("--headline", default="1024x1024", help="the shape reported as kernel_latency_ratio")
+    args = ap.parse_args()
+
+    from edgeq.ops import rewrite
+    from edgeq.ops.build import build_library
+    from edgeq.ops.native import LiteRtSession, TernaryKernels
+    from edgeq.tfenv import quiet_native
+
+    lib = build_library()
+    isa = TernaryKernels(lib).isa
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, shape in enumerate(args.shapes.split(",")):
+            k_in, n_out = (int(v) for v in shape.lower().split("x"))
+            int8 = _fc_model(k_in, n_out, i)
+            ternary, _ = rewrite.to_ternary_ops(int8)
+            p8, pt = Path(tmp) / f"{shape}_int8.tflite", Path(tmp) / f"{shape}_ternary.tflite"
+            p8.write_bytes(int8)
+            pt.write_bytes(ternary)
+            x = np.random.default_rng(i).integers(-128, 128, size=k_in).astype(np.int8).tobytes()
+            with quiet_native(), LiteRtSession(lib, p8) as s8, LiteRtSession(lib, pt) as st:
+                builtin = _time(s8, x, args.repeat, args.warmup)
+                custom = _time(st, x, args.repeat, args.warmup)
+                assert st.kernel_runs(0) == args.repeat + args.warmup
+            b50, c50 = statistics.median(builtin), statistics.median(custom)
+            rows.append(
+                {
+                    "shape": f"1x{k_in}->{n_out}",
+                    "key": shape,
+                    "builtin_p50_us": round(b50, 2),
+                    "builtin_p90_us": round(float(np.percentile(builtin, 90)), 2),
+                    "ternary_p50_us": round(c50, 2),
+                    "ternary_p90_us": round(float(np.percentile(custom, 90)), 2),
+                    "latency_ratio": round(c50 / b50, 3),
+                    "int8_model_bytes": len(int8),
+                    "ternary_model_bytes": len(ternary),
+                }
+            )
+    print(f"ternary kernel inner loop: {isa}; runtime: LiteRT CompiledModel (CPU, default options)")
+    print(f"{'shape':>18} {'builtin p50/p90 us':>20} {'ternary p50/p90 us':>20} {'ratio':>7} {'size':>6}")
+    for r in rows:
+        print(
+            f"{r['shape']:>18} {r['builtin_p50_us']:>9.2f}/{r['builtin_p90_us']:<9.2f} "
+            f"{r['ternary_p50_us']:>9.2f}/{r['ternary_p90_us']:<9.2f} {r['latency_ratio']:>7.3f} "
+            f"{r['ternary_model_bytes'] / r['int8_model_bytes']:>6.3f}"
+        )
+    head = next((r for r in rows if r["key"] == args.headline), rows[-1])
+    print(
+        json.dumps(
+            {
+                "size_ratio": round(head["ternary_model_bytes"] / head["int8_model_bytes"], 4),
+                "accuracy_drop": None,
+                "kernel_latency_ratio": head["latency_ratio"],
+                "headline_shape": head["shape"],
+                "isa": isa,
+                "shapes": rows,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
