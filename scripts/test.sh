@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # Install everything and run the checks: ruff, ruff format, mypy, then pytest (default tier).
-# Extra arguments go to pytest (e.g. `scripts/test.sh -m farm`).
+#   scripts/test.sh               default tier
+#   scripts/test.sh --with-farm   then the farm tier too (root: network namespaces, emulated aarch64 board)
+# Other arguments go to pytest (e.g. `scripts/test.sh -k inspect`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+farm=0
+if [ "${1:-}" = "--with-farm" ]; then
+    farm=1
+    shift
+fi
 scripts/setup.sh --test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy edgeq
-exec .venv/bin/pytest "$@"
+.venv/bin/pytest "$@"
+if [ "$farm" = 1 ]; then
+    .venv/bin/pytest -m farm "$@"
+fi
