@@ -21,7 +21,7 @@ import sys
 import tempfile
 import uuid
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +205,82 @@ def write_test_data(x: np.ndarray, y: np.ndarray, dest: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# power and thermal options → the runner's sensor arguments
+
+
+def sensor_args(
+    *,
+    power: str | Mapping[str, Any] | None = None,
+    power_idle_s: float | None = None,
+    power_rate_hz: float | None = None,
+    thermal: bool | Mapping[str, Any] | None = None,
+    set_governor: str | None = None,
+    cool_down_below_c: float | None = None,
+    cool_down_timeout_s: float | None = None,
+    sysfs_root: str | None = None,
+    vcgencmd: str | None = None,
+) -> list[str]:
+    """The runner's ``--power-config`` / ``--thermal-config`` / ``--sysfs-root`` / ``--vcgencmd`` arguments.
+
+    ``power`` is a source name (``"ina2xx"``, ``"ina3221"``, ``"jetson-iio"``, ``"rpi5-pmic"``,
+    ``"rapl"``, ``"auto"``, ``"none"``) or a whole power config (see edgeq.runner.power.PowerConfig:
+    ``{"source": "external", "command": ["meter", "--watts"], "unit": "W"}``). Thermal recording is on
+    whenever power is, or a thermal option is given, unless ``thermal=False``. The configs are checked
+    here with the runner's own parser, so a typo fails before anything is sent.
+    """
+    from edgeq.runner.power import PowerConfig
+    from edgeq.runner.protocol import RunnerError
+    from edgeq.runner.thermal import ThermalConfig
+
+    argv: list[str] = []
+    power_cfg: dict[str, Any] | None = None
+    if power is not None:
+        power_cfg = {"source": power} if isinstance(power, str) else dict(power)
+        if power_idle_s is not None:
+            power_cfg["idle_s"] = power_idle_s
+        if power_rate_hz is not None:
+            power_cfg["rate_hz"] = power_rate_hz
+    elif power_idle_s is not None or power_rate_hz is not None:
+        raise UserInputError("power_idle_s / power_rate_hz need power", "pass power='auto' or a source name")
+    thermal_opts = {
+        k: v
+        for k, v in (
+            ("set_governor", set_governor),
+            ("cool_down_below_c", cool_down_below_c),
+            ("cool_down_timeout_s", cool_down_timeout_s),
+        )
+        if v is not None
+    }
+    thermal_cfg: dict[str, Any] | None = None
+    if isinstance(thermal, Mapping):
+        thermal_cfg = dict(thermal)
+        thermal_cfg.update(thermal_opts)
+    elif thermal is False:
+        if thermal_opts:
+            raise UserInputError(
+                "set_governor / cool_down_* need thermal recording", "drop thermal=False or those options"
+            )
+    elif thermal is True or power_cfg is not None or thermal_opts:
+        thermal_cfg = thermal_opts
+    try:
+        if power_cfg is not None:
+            PowerConfig(power_cfg, "power")
+            argv += ["--power-config", json.dumps(power_cfg, separators=(",", ":"), sort_keys=True)]
+        if thermal_cfg is not None:
+            ThermalConfig(thermal_cfg, "thermal")
+            argv += ["--thermal-config", json.dumps(thermal_cfg, separators=(",", ":"), sort_keys=True)]
+    except RunnerError as exc:
+        raise UserInputError(
+            exc.message, exc.hint or "see edgeq.runner.power / edgeq.runner.thermal"
+        ) from None
+    if argv and sysfs_root is not None:
+        argv += ["--sysfs-root", str(sysfs_root)]
+    if argv and vcgencmd is not None:
+        argv += ["--vcgencmd", str(vcgencmd)]
+    return argv
+
+
+# --------------------------------------------------------------------------------------------------
 # running the runner
 
 
@@ -313,15 +389,39 @@ def profile_on(
     save_outputs: Path | None = None,
     on_event: EventCallback | None = None,
     timeout: float | None = None,
+    power: str | Mapping[str, Any] | None = None,
+    power_idle_s: float | None = None,
+    power_rate_hz: float | None = None,
+    thermal: bool | Mapping[str, Any] | None = None,
+    set_governor: str | None = None,
+    cool_down_below_c: float | None = None,
+    cool_down_timeout_s: float | None = None,
+    sysfs_root: str | None = None,
+    vcgencmd: str | None = None,
 ) -> dict[str, Any]:
     """Profile ``model`` on the device behind ``transport``; return its ``edgeq.result/1`` dict.
 
     ``python`` is the device's interpreter, ``workdir`` an absolute POSIX directory on the device
     where edgeq keeps the runner, models and data (content-addressed). ``on_event`` sees ``deploy``
-    events from the host and the runner's ``runtime`` and ``progress`` events.
+    events from the host and the runner's ``runtime``, ``progress`` and ``warning`` events.
+
+    Power and thermal (see :func:`sensor_args`): ``power="ina2xx"`` adds ``result["power"]``
+    (``power_mw``, ``energy_mj_per_inference``...), ``result["thermal"]`` and ``result["warnings"]``;
+    ``sysfs_root`` / ``vcgencmd`` point the runner at an emulated sensor tree.
     """
     model = check_model(Path(model))
     _check_options(runs, warmup, threads, min_seconds, runtime)
+    sensors = sensor_args(
+        power=power,
+        power_idle_s=power_idle_s,
+        power_rate_hz=power_rate_hz,
+        thermal=thermal,
+        set_governor=set_governor,
+        cool_down_below_c=cool_down_below_c,
+        cool_down_timeout_s=cool_down_timeout_s,
+        sysfs_root=sysfs_root,
+        vcgencmd=vcgencmd,
+    )
     data = _check_test_data(test_data) if test_data is not None else None
     if save_outputs is not None and data is None:
         raise UserInputError("save_outputs needs test_data", "pass test_data=(x, y) as well")
@@ -348,6 +448,7 @@ def profile_on(
     ]
     if min_seconds is not None:
         argv += ["--min-seconds", repr(float(min_seconds))]
+    argv += sensors
     if data is not None:
         with tempfile.TemporaryDirectory(prefix="edgeq-") as tmp:
             npz = Path(tmp) / "test-data.npz"
@@ -396,10 +497,20 @@ def profile(
     save_outputs: Path | None = None,
     on_event: EventCallback | None = None,
     timeout: float | None = None,
+    power: str | Mapping[str, Any] | None = None,
+    power_idle_s: float | None = None,
+    power_rate_hz: float | None = None,
+    thermal: bool | Mapping[str, Any] | None = None,
+    set_governor: str | None = None,
+    cool_down_below_c: float | None = None,
+    cool_down_timeout_s: float | None = None,
+    sysfs_root: str | None = None,
+    vcgencmd: str | None = None,
 ) -> dict[str, Any]:
     """Measure ``model`` (a .tflite file) on ``device``; only ``"local"`` exists for now.
 
-    ``profile(Path("m.tflite"), runs=200)["latency_us"]["p50"]`` is the median invoke time in µs.
+    ``profile(Path("m.tflite"), runs=200)["latency_us"]["p50"]`` is the median invoke time in µs;
+    ``profile(m, power="rapl")["power"]["energy_mj_per_inference"]`` the energy of one inference.
     """
     if device != "local":
         raise UserInputError(
@@ -422,4 +533,13 @@ def profile(
             save_outputs=save_outputs,
             on_event=on_event,
             timeout=timeout,
+            power=power,
+            power_idle_s=power_idle_s,
+            power_rate_hz=power_rate_hz,
+            thermal=thermal,
+            set_governor=set_governor,
+            cool_down_below_c=cool_down_below_c,
+            cool_down_timeout_s=cool_down_timeout_s,
+            sysfs_root=sysfs_root,
+            vcgencmd=vcgencmd,
         )

@@ -69,5 +69,101 @@ def report_markdown(r: dict[str, Any]) -> str:
         lines.append(f"| peak RSS | {prof.get('peak_rss_kb', 0) / 1024:.1f} MiB |")
         if on_dev:
             lines.append(f"| on-device int8 accuracy | {_pct(on_dev.get('top1'))} (n={on_dev.get('n')}) |")
+        lines += sensors_markdown(prof, (r.get("plots") or {}).get("power"))
     lines.append("")
     return "\n".join(lines)
+
+
+def _num(v: Any, fmt: str, unit: str = "") -> str:
+    return "—" if v is None else f"{v:{fmt}}{unit}"
+
+
+def sensors_markdown(result: dict[str, Any], plot: str | None = None) -> list[str]:
+    """Power, thermal and warnings sections of one ``edgeq.result/1`` (empty when it has none).
+
+    ``plot`` is the power PNG's path relative to the Markdown file (see edgeq.report.plot).
+    """
+    lines: list[str] = []
+    power = result.get("power")
+    if power:
+        lines += ["", "### Power and energy", ""]
+        if not power.get("available"):
+            lines.append(
+                f"Not measured: {power.get('reason') or 'no usable readings'} (source `{power.get('source')}`)."
+            )
+        else:
+            pw = power.get("power_mw") or {}
+            win = power.get("window") or {}
+            smp = power.get("samples") or {}
+            rate = power.get("rate_hz") or {}
+            e, sigma = power.get("energy_mj_per_inference"), power.get("energy_mj_per_inference_sigma")
+            energy = "—" if e is None else f"{e:.4g} ± {sigma or 0:.2g} mJ"
+            sensor = power.get("sensor") or {}
+            what = sensor.get("name") or ", ".join(sensor.get("domains") or []) or power.get("source")
+            rails = sensor.get("rails")
+            lines += [
+                f"Source `{power.get('source')}` ({what}{'; rails ' + ', '.join(rails) if rails else ''}).",
+                "",
+                "| metric | value |",
+                "|---|---:|",
+                f"| energy per inference (net of idle, ±1σ) | {energy} |",
+                f"| power idle | {_num(pw.get('idle'), '.1f', ' mW')} |",
+                f"| power active, mean | {_num(pw.get('active_mean'), '.1f', ' mW')} |",
+                f"| power active, p95 | {_num(pw.get('active_p95'), '.1f', ' mW')} |",
+                f"| measured window | {_num(win.get('measure_s'), '.2f', ' s')}, {win.get('invokes', '?')} inferences"
+                f"{' (lengthened for the sensor)' if win.get('lengthened') else ''} |",
+                f"| samples (window / idle) | {smp.get('measure', '?')} / {smp.get('idle', '?')} |",
+                f"| sampling rate achieved | {_num(rate.get('achieved'), '.1f', ' Hz')} "
+                f"(target {_num(rate.get('target'), '.1f', ' Hz')}) |",
+            ]
+            if sensor.get("wraps"):
+                lines.append(f"| counter wraps handled | {sensor['wraps']} |")
+            lines += ["", f"Uncertainty: {power.get('energy_uncertainty', '')}."]
+            note = power.get("note") or sensor.get("scope")
+            if note:
+                lines.append(f"Scope: {note}.")
+        if plot:
+            lines += ["", f"![power over time, measured window shaded]({plot})"]
+    thermal = result.get("thermal")
+    if thermal:
+        lines += ["", "### Thermal state", ""]
+        zones = thermal.get("zones") or []
+        if zones:
+            lines += ["| zone | before | max | after |", "|---|---:|---:|---:|"]
+            for z in zones:
+                lines.append(
+                    f"| {z.get('type')} ({z.get('zone')}) | {_num(z.get('before_c'), '.1f', ' °C')} | "
+                    f"{_num(z.get('max_c'), '.1f', ' °C')} | {_num(z.get('after_c'), '.1f', ' °C')} |"
+                )
+            lines.append("")
+        for p in thermal.get("cpufreq") or []:
+            cur = p.get("cur_mhz") or {}
+            lines.append(
+                f"- CPU {p.get('policy')} (cpus {p.get('cpus')}): governor {p.get('governor_during') or p.get('governor')}, "
+                f"{_num(cur.get('min'), '.0f')}–{_num(cur.get('max'), '.0f')} MHz under load "
+                f"(limits {_num(p.get('min_mhz'), '.0f')}–{_num(p.get('max_mhz'), '.0f')} MHz)"
+            )
+        gov = thermal.get("governor") or {}
+        if gov.get("set_to"):
+            restored = {True: "restored afterwards", False: "NOT restored", None: "unchanged"}[
+                gov.get("restored")
+            ]
+            lines.append(f"- governor set to {gov['set_to']} for the run, {restored}")
+        cool = thermal.get("cooldown")
+        if cool:
+            lines.append(
+                f"- cool-down below {cool.get('below_c')} °C: {'reached' if cool.get('reached') else 'NOT reached'} "
+                f"after {cool.get('waited_s')} s ({_num(cool.get('start_c'), '.1f')} → {_num(cool.get('end_c'), '.1f')} °C)"
+            )
+        thr = thermal.get("throttling") or {}
+        if thr.get("detected"):
+            lines.append("- **throttled during the measurement**: " + "; ".join(thr.get("reasons") or []))
+        else:
+            lines.append("- no throttling detected")
+    warnings = result.get("warnings") or []
+    if warnings:
+        lines += ["", "### Warnings", ""]
+        for w in warnings:
+            hint = f" — {w['hint']}" if w.get("hint") else ""
+            lines.append(f"- `{w.get('code')}`: {w.get('message')}{hint}")
+    return lines

@@ -3,7 +3,13 @@
 python runner.pyz run --model m.tflite [--runs 100] [--min-seconds S] [--warmup 10] [--threads 1]
                       [--runtime auto|ai-edge-litert|tflite-runtime|tensorflow|ai-edge-litert-compiled]
                       [--test-data test.npz] [--save-outputs out.npy] [--device-name NAME]
+                      [--power-config JSON] [--thermal-config JSON] [--sysfs-root /sys] [--vcgencmd PATH]
 python runner.pyz probe
+
+With ``--power-config`` / ``--thermal-config`` (see :mod:`.session`) the run is framed by sensors:
+optional cool-down, an idle power baseline, warm-up, then the measured phase, lengthened when the
+power sensor needs more time to resolve it; the result gains ``power``, ``thermal`` and
+``warnings``, and each sensor problem is one ``{"event": "warning", ...}`` line.
 
 Measurement: ``--warmup`` untimed invokes, then timed invokes (perf_counter_ns around invoke() only)
 until at least ``--runs`` are done AND, if given, at least ``--min-seconds`` of wall time has passed.
@@ -40,6 +46,7 @@ from .measure import (
 )
 from .protocol import EXIT_OK, Emitter, Progress, RunnerError, one_line, protocol_stream
 from .runtimes import CHOICES, RUNTIMES, load_runtime, probe_runtime
+from .session import SensorSession
 
 
 class _Parser(argparse.ArgumentParser):
@@ -89,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--test-data", default=None, help=".npz with x (N, ...) float32 and y (N,) labels")
     run.add_argument("--save-outputs", default=None, help=".npy for the raw outputs on the test data")
     run.add_argument("--device-name", default=None, help="name to record (default: the hostname)")
+    run.add_argument(
+        "--power-config", default=None, help='power sensor config, JSON (e.g. {"source": "rapl"})'
+    )
+    run.add_argument("--thermal-config", default=None, help="thermal config, JSON ({} for the defaults)")
+    run.add_argument("--sysfs-root", default=None, help="where sysfs is (default /sys; tests use a fake)")
+    run.add_argument("--vcgencmd", default=None, help="the vcgencmd program (Raspberry Pi; default: on PATH)")
     sub.add_parser("probe", help="print what this device offers: arch, OS, Python, runtimes")
     return parser
 
@@ -146,6 +159,7 @@ def run(args: argparse.Namespace, emitter: Emitter) -> Dict[str, Any]:
             "add --test-data test.npz",
         )
     check_model_file(args.model)
+    sensors = SensorSession.from_args(args, emitter)
     test = load_test_data(args.test_data) if args.test_data else None
     runtime = load_runtime(args.runtime)
     info = _platform_info()
@@ -157,15 +171,20 @@ def run(args: argparse.Namespace, emitter: Emitter) -> Dict[str, Any]:
     try:
         set_random_inputs(interp)
         invoke = interp.invoke
-        if args.warmup:
-            progress = Progress(emitter, "warmup", args.warmup)
-            for i in range(args.warmup):
-                invoke()
-                progress.update(i + 1)
-            progress.finish(args.warmup)
-        progress = Progress(emitter, "measure", args.runs)
-        samples, wall_s = measure_latency(invoke, args.runs, args.min_seconds, progress)
-        progress.finish(len(samples))
+        with sensors:
+            sensors.prepare()
+            if args.warmup:
+                progress = Progress(emitter, "warmup", args.warmup)
+                for i in range(args.warmup):
+                    invoke()
+                    progress.update(i + 1)
+                progress.finish(args.warmup)
+            min_seconds = sensors.min_seconds(args.min_seconds)
+            progress = Progress(emitter, "measure", args.runs)
+            sensors.measure_start()
+            samples, wall_s = measure_latency(invoke, args.runs, min_seconds, progress)
+            sensors.measure_end(len(samples))
+            progress.finish(len(samples))
 
         accuracy = None
         if test is not None:
@@ -219,6 +238,7 @@ def run(args: argparse.Namespace, emitter: Emitter) -> Dict[str, Any]:
     }
     if accuracy is not None:
         result["accuracy"] = accuracy
+    result.update(sensors.result())
     return result
 
 

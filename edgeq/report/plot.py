@@ -1,0 +1,91 @@
+"""Plots for reports: power over time with the measured window shaded (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def plot_power(result: dict[str, Any], dest: Path, *, title: str | None = None) -> Path | None:
+    """Write a PNG of ``result["power"]["trace"]`` (an ``edgeq.result/1`` dict) to ``dest``.
+
+    The idle baseline and the measured window are shaded, the idle level and the active mean drawn
+    as lines, and the hottest thermal zone (when recorded) follows on a second axis. Returns
+    ``dest``, or None when the result has no power trace (power off, sensor missing). Written to a
+    temporary name first, then renamed.
+    """
+    power = result.get("power") or {}
+    trace = power.get("trace") or {}
+    t_ms, mw = trace.get("t_ms") or [], trace.get("mw") or []
+    if not t_ms or len(t_ms) != len(mw):
+        return None
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [x / 1000.0 for x in t_ms]
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=110)
+    try:
+        ax.plot(t, mw, lw=0.8, color="tab:blue", label="power")
+        marks = trace.get("marks_ms") or {}
+        if "idle" in marks:
+            a, b = (x / 1000.0 for x in marks["idle"])
+            ax.axvspan(a, b, color="tab:gray", alpha=0.15, label="idle baseline")
+        if "measure" in marks:
+            a, b = (x / 1000.0 for x in marks["measure"])
+            ax.axvspan(a, b, color="tab:orange", alpha=0.2, label="measured window")
+        levels = power.get("power_mw") or {}
+        if levels.get("idle") is not None:
+            ax.axhline(
+                levels["idle"], color="tab:gray", ls="--", lw=0.8, label=f"idle {levels['idle']:.0f} mW"
+            )
+        if levels.get("active_mean") is not None:
+            ax.axhline(
+                levels["active_mean"],
+                color="tab:orange",
+                ls="--",
+                lw=0.8,
+                label=f"active mean {levels['active_mean']:.0f} mW",
+            )
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("power (mW)")
+        ax.grid(True, alpha=0.3)
+        thermal = (result.get("thermal") or {}).get("trace") or {}
+        if thermal.get("t_ms") and thermal.get("hottest_c"):
+            pairs = [
+                (x / 1000.0, c)
+                for x, c in zip(thermal["t_ms"], thermal["hottest_c"], strict=False)
+                if c is not None
+            ]
+            if pairs:
+                ax2 = ax.twinx()
+                ax2.plot([p[0] for p in pairs], [p[1] for p in pairs], color="tab:red", lw=1.0, alpha=0.7)
+                ax2.set_ylabel("hottest zone (°C)", color="tab:red")
+        ax.legend(loc="upper left", fontsize=8, framealpha=0.8)
+        if title is None:
+            e = power.get("energy_mj_per_inference")
+            s = power.get("energy_mj_per_inference_sigma")
+            src = power.get("source", "?")
+            dev = (result.get("device") or {}).get("name", "?")
+            title = f"{dev}: power ({src})"
+            if e is not None:
+                title += f", {e:.4g} ± {s or 0:.2g} mJ per inference (net of idle)"
+        ax.set_title(title, fontsize=10)
+        fig.tight_layout()
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format="png")
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    finally:
+        plt.close(fig)
+    return dest
