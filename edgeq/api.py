@@ -58,6 +58,7 @@ class PipelineOptions:
     warmup: int = 20
     threads: int = 1
     max_accuracy_drop: float = 1.0  # points (percent) below the float student
+    power: bool = False  # measure power/energy with the device profile's power source
 
 
 # ------------------------------------------------------------------------------------------------
@@ -455,8 +456,12 @@ def pipeline(
         warmup=o.warmup,
         threads=o.threads,
         test_data=(ds.x_test, ds.y_test),
+        power=o.power,
         on_event=lambda e: on_event({"stage": "profile", **e}),
     )
+    from edgeq.report.plot import plot_power
+
+    plots = {"power": "power.png"} if plot_power(result, out / "power.png") else {}
     report: dict[str, Any] = {
         "schema": REPORT_SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -472,6 +477,7 @@ def pipeline(
         "model": {"file": "model.tflite", "sha256": info.sha256, "op_counts": info.op_counts},
         "gate": accuracy_gate(acc["student_float"], acc["student_int8_qat"], o.max_accuracy_drop),
         "profile": result,
+        "plots": plots,
         "versions": convert.versions(),
         "wall_s": round(time.perf_counter() - t0, 2),
     }
@@ -516,12 +522,21 @@ def profile(
     test_data: Any = None,
     save_outputs: Path | None = None,
     timeout: float | None = None,
+    power: bool | str | dict[str, Any] | None = None,
+    thermal: bool | dict[str, Any] | None = None,
+    set_governor: str | None = None,
+    cool_down_below_c: float | None = None,
+    sysfs_root: str | None = None,
+    vcgencmd: str | None = None,
     on_event: EventCallback = _noop,
     **runner_options: Any,
 ) -> dict[str, Any]:
     """Deploy (if needed) and run ``model`` on a device; return its ``edgeq.result/1``.
 
-    Unset measurement settings come from the device profile (runs, warm-up, threads, timeout).
+    Unset measurement settings come from the device profile (runs, warm-up, threads, timeout, power
+    source and sensor, thermal zones, governor, cool-down). ``power=True`` measures power with the
+    profile's source; a source name or a full config dict overrides it. ``runner_options`` go to
+    :func:`edgeq.profiling.profile_on` (``power_idle_s``, ``power_rate_hz``, ``cool_down_timeout_s``).
 
     >>> api.profile(Path("model.tflite"), DeviceTarget("rpi4", host="pi@10.0.0.7"))["latency_us"]["p50"]
     """
@@ -533,6 +548,14 @@ def profile(
     prof = profile or t.resolve()
     if runtime is None:
         runtime = prof.runtime if prof.runtime in profiling.RUNTIMES else "auto"
+    power_cfg = _power_config(prof, power)
+    if thermal is None and (power_cfg is not None or set_governor or cool_down_below_c):
+        thermal = True
+    thermal_cfg: bool | dict[str, Any] | None = thermal
+    if thermal is True:
+        thermal_cfg = {"governor": prof.governor or "performance"}
+        if prof.thermal_zones:
+            thermal_cfg["zones"] = list(prof.thermal_zones)
     with open_device(t, prof) as dev:
         result = profiling.profile_on(
             dev.transport,
@@ -549,16 +572,44 @@ def profile(
             save_outputs=save_outputs,
             on_event=on_event,
             timeout=timeout if timeout is not None else prof.run_timeout_s,
+            power=power_cfg,
+            thermal=thermal_cfg,
+            set_governor=set_governor,
+            cool_down_below_c=cool_down_below_c if cool_down_below_c is not None else prof.cooldown_to_c,
+            sysfs_root=sysfs_root or (prof.sysfs_root if prof.sysfs_root != "/sys" else None),
+            vcgencmd=vcgencmd or (prof.vcgencmd if prof.vcgencmd != "vcgencmd" else None),
             **runner_options,
         )
     result.setdefault("device", {}).update({"profile": prof.name, "profile_sha256": prof.digest()})
     return result
 
 
+def _power_config(prof: Any, power: bool | str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """The runner's power config: from the profile (``True``), a source name, or a dict as given."""
+    if power is None or power is False:
+        return None
+    if isinstance(power, dict):
+        return power
+    source = prof.power_source if power is True else power
+    if source == "none":
+        raise UserInputError(
+            f"device {prof.name!r} has no power source",
+            'set power_source in its profile (e.g. "ina2xx", "rapl") or pass --power-source',
+        )
+    cfg: dict[str, Any] = {"source": source}
+    if prof.power_sensor and source == prof.power_source:
+        cfg["sensor"] = prof.power_sensor
+    return cfg
+
+
 def deploy(
     model: Path, target: DeviceTarget | None = None, *, on_event: EventCallback = _noop
 ) -> dict[str, Any]:
-    """Copy ``model`` and the runner to the device (content-addressed; what is there is not resent)."""
+    """Copy ``model`` and the runner to the device (content-addressed; what is there is not resent).
+
+    A model with EDGEQ_* custom ops also gets ``libedgeq_ops.so`` built for the device's architecture
+    (``result["lib"]``).
+    """
     from edgeq import profiling
     from edgeq.devices.deploy import deploy_file
     from edgeq.devices.session import open_device
@@ -569,7 +620,11 @@ def deploy(
     t0 = time.perf_counter()
     with open_device(t, prof) as dev:
         parts: dict[str, dict[str, Any]] = {}
-        for kind, path in (("runner", profiling.build_runner_pyz()), ("models", Path(model))):
+        files: list[tuple[str, Path]] = [("runner", profiling.build_runner_pyz()), ("models", Path(model))]
+        library = profiling.custom_ops_library(dev.transport, dev.python, Path(model))
+        if library is not None:
+            files.append(("lib", library))
+        for kind, path in files:
             d = deploy_file(dev.transport, dev.python, dev.workdir, path, kind)
             on_event({"stage": "deploy", "message": f"{path.name}: {d.bytes_sent} bytes sent"})
             parts[kind] = {"remote_path": d.remote_path, "sha256": d.sha256, "bytes_sent": d.bytes_sent}
@@ -577,7 +632,8 @@ def deploy(
         "device": prof.name,
         "model": parts["models"],
         "runner": parts["runner"],
-        "bytes_sent": parts["models"]["bytes_sent"] + parts["runner"]["bytes_sent"],
+        **({"lib": parts["lib"]} if "lib" in parts else {}),
+        "bytes_sent": sum(p["bytes_sent"] for p in parts.values()),
         "seconds": round(time.perf_counter() - t0, 3),
     }
 

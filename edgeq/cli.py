@@ -107,7 +107,11 @@ class _Progress:
                 self.status.update(text)
             return
         self._stop()
-        if "message" in e:
+        if e.get("event") == "warning":
+            err.print(
+                f"[yellow]warning:[/] {e.get('message')}" + (f" ({e['hint']})" if e.get("hint") else "")
+            )
+        elif "message" in e and "stage" in e:
             elapsed = f"[dim]{e['elapsed_s']:6.1f}s[/] " if "elapsed_s" in e else ""
             err.print(f"{elapsed}[bold]{e['stage']}[/]: {e['message']}")
 
@@ -158,6 +162,9 @@ def pipeline(
     max_accuracy_drop: Annotated[
         float, typer.Option(help="Fail (exit 4) when int8 accuracy is more points below the float student.")
     ] = 1.0,
+    power: Annotated[
+        bool, typer.Option("--power", help="Measure power and energy with the device profile's power source.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """train → distill → QAT → export (+ PTQ baseline) → profile on a device; report under --out."""
@@ -174,6 +181,7 @@ def pipeline(
         warmup=warmup,
         threads=threads,
         max_accuracy_drop=max_accuracy_drop,
+        power=power,
     )
     progress = _Progress()
     try:
@@ -396,9 +404,35 @@ def profile(
         Path | None, typer.Option(help="Save the raw outputs on test_data as .npy.")
     ] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds before the device run is stopped.")] = None,
+    power: Annotated[
+        bool, typer.Option("--power", help="Measure power and energy per inference (the profile's sensor).")
+    ] = False,
+    power_source: Annotated[
+        str | None, typer.Option(help="Override the profile's power source (ina2xx, ina3221, rapl, ...).")
+    ] = None,
+    power_config: Annotated[
+        str | None, typer.Option(help="Full power config as JSON (e.g. an external meter command).")
+    ] = None,
+    power_idle: Annotated[float | None, typer.Option(help="Idle baseline before the run, seconds.")] = None,
+    power_rate: Annotated[float | None, typer.Option(help="Power sampling rate, Hz (default 100).")] = None,
+    thermal: Annotated[
+        bool | None, typer.Option("--thermal/--no-thermal", help="Record temperatures, clocks, throttling.")
+    ] = None,
+    set_governor: Annotated[
+        str | None, typer.Option(help="Set this cpufreq governor for the run (the old one is restored).")
+    ] = None,
+    cool_down_below: Annotated[
+        float | None, typer.Option(help="Wait until every zone is below this many °C before measuring.")
+    ] = None,
+    sysfs_root: Annotated[
+        str | None, typer.Option(help="Read sensors under this root instead of /sys.")
+    ] = None,
+    vcgencmd: Annotated[str | None, typer.Option(help="The vcgencmd program to use.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the power-over-time plot (PNG) here.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the on-device runner: latency distribution, init time, memory (and accuracy with test data)."""
+    """Run the on-device runner: latency distribution, init time, memory (and accuracy with test data),
+    with --power: power and energy per inference, temperatures and throttling."""
     td = None
     if test_data is not None:
         import numpy as np
@@ -409,11 +443,32 @@ def profile(
             np.concatenate([ds.x_train, ds.x_val, ds.x_test]),
             np.concatenate([ds.y_train, ds.y_val, ds.y_test]),
         )
+    power_arg: bool | str | dict[str, Any] = power_source or power
+    if power_config is not None:
+        try:
+            power_arg = json.loads(power_config)
+        except ValueError as exc:
+            raise UserInputError(
+                f"--power-config is not JSON: {exc}", 'pass e.g. \'{"source": "ina2xx"}\''
+            ) from None
+        if not isinstance(power_arg, dict):
+            raise UserInputError("--power-config must be a JSON object", 'pass e.g. \'{"source": "ina2xx"}\'')
+    extra: dict[str, Any] = {}
+    if power_idle is not None:
+        extra["power_idle_s"] = power_idle
+    if power_rate is not None:
+        extra["power_rate_hz"] = power_rate
     progress = _Progress(quiet=as_json)
     try:
         res = api.profile(
             model,
             _target(device, profiles, host, trust_new_host),
+            power=power_arg,
+            thermal=thermal,
+            set_governor=set_governor,
+            cool_down_below_c=cool_down_below,
+            sysfs_root=sysfs_root,
+            vcgencmd=vcgencmd,
             runs=runs,
             warmup=warmup,
             threads=threads,
@@ -423,9 +478,15 @@ def profile(
             save_outputs=save_outputs,
             timeout=timeout,
             on_event=progress,
+            **extra,
         )
     finally:
         progress.close()
+    if plot is not None:
+        from edgeq.report.plot import plot_power
+
+        if plot_power(res, plot) is None:
+            err.print("no power trace to plot (measure with --power)")
     if as_json:
         out.print_json(json.dumps(res, default=str))
         return
@@ -442,6 +503,15 @@ def profile(
     )
     if "accuracy" in res:
         out.print(f"on-device accuracy: {res['accuracy']['top1']:.4f} (n={res['accuracy']['n']})")
+    pw = res.get("power") or {}
+    if pw.get("available"):
+        mw = pw["power_mw"]
+        out.print(
+            f"power: idle {mw['idle']:.0f} mW, active {mw['active_mean']:.0f} mW (p95 {mw['active_p95']:.0f}); "
+            f"energy {pw['energy_mj_per_inference']:.4g} ± {pw['energy_mj_per_inference_sigma']:.2g} mJ/inference"
+        )
+    for zone in (res.get("thermal") or {}).get("zones") or []:
+        out.print(f"thermal {zone.get('type')}: {zone.get('before_c')} → max {zone.get('max_c')} °C")
 
 
 @app.command()

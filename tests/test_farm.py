@@ -95,3 +95,38 @@ def test_deploy_then_redeploy_sends_nothing(
         assert again["bytes_sent"] == 0
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_profile_with_power_on_a_farm_host_with_an_emulated_sensor_tree(
+    farm: dict[str, Any], tiny_model: Path, env: dict[str, str]
+) -> None:
+    from support_sensors import emulated_sensors
+
+    pin_farm_keys(farm, Path(env["EDGEQ_HOME"]))
+    # The x86 farm hosts share this machine's /tmp, so the emulated tree is visible on "plain".
+    root = Path("/tmp") / f"edgeq-farm-sensors-{uuid.uuid4().hex[:12]}"
+    try:
+        with emulated_sensors(root) as emu:
+            prof = farm_profile(
+                farm, "plain", root / "profiles", "generic-x86_64", python="/usr/bin/python3",
+                power_source="ina2xx", sysfs_root=emu["sysfs_root"], vcgencmd=emu["vcgencmd"],
+            )  # fmt: skip
+            with open(prof, "a") as f:
+                f.write("thermal_zones = []\n")
+            setup = edgeq("devices", "setup", prof, env=env, timeout=1200)
+            assert setup.code == 0, setup.stdout + setup.stderr
+            run = edgeq(
+                "profile", tiny_model, "--device", prof, "--power", "--runs", "100", "--json",
+                env=env, timeout=600,
+            )  # fmt: skip
+        assert run.code == 0, run.stderr
+        res = json.loads(run.stdout)
+        assert res["device"]["name"] == "plain"
+        power = res["power"]
+        assert power["available"] is True and power["sensor"]["name"] == "ina219"
+        assert power["samples"]["measure"] >= 20
+        assert power["rate_hz"]["achieved"] > 10
+        assert power["energy_mj_per_inference"] is not None
+        assert {z["type"] for z in res["thermal"]["zones"]} >= {"cpu-thermal"}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -107,3 +107,36 @@ def test_a_hostile_file_name_deploys_and_profiles_and_runs_nothing(
     assert (workdir / "models" / res["model"]["sha256"] / hostile.name).exists()
     for root in (workdir, cwd, src, Path(os.environ["HOME"])):
         assert not list(root.rglob("x")), root
+
+
+def test_profile_with_power_over_ssh_reads_the_emulated_sensor(
+    sshd: SshServer, ssh_env: Path, tmp_path: Path, tiny_model: Path
+) -> None:
+    from support_sensors import emulated_sensors
+
+    pin_host_key(ssh_env, sshd)
+    with emulated_sensors(tmp_path / "emu") as emu:
+        prof = loopback_profile(
+            sshd,
+            tmp_path / "profiles",
+            sys.executable,
+            power_source='"ina2xx"',
+            sysfs_root=json.dumps(emu["sysfs_root"]),
+            vcgencmd=json.dumps(emu["vcgencmd"]),
+            thermal_zones="[]",  # every zone (the emulated board's are cpu-thermal, gpu-thermal)
+        )
+        plot = tmp_path / "power.png"
+        run = edgeq(
+            "profile", tiny_model, "--device", prof, "--power", "--power-idle", "0.5", "--runs", "50",
+            "--plot", plot, "--json",
+        )  # fmt: skip
+    assert run.code == 0, run.stderr
+    res = json.loads(run.stdout)
+    power = res["power"]
+    assert power["available"] is True and power["source"] == "ina2xx"
+    assert power["samples"]["measure"] >= 20 and power["samples"]["idle"] >= 5
+    # The emulated INA219 reports between its idle (2 W by default) and full-load power.
+    assert 1000 < power["power_mw"]["idle"] < 20000
+    assert power["energy_mj_per_inference_sigma"] >= 0
+    assert res["thermal"]["zones"], res["thermal"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

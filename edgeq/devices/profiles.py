@@ -33,6 +33,7 @@ from typing import Any
 
 from edgeq.devices.known_hosts import edgeq_home
 from edgeq.errors import UserInputError
+from edgeq.runner.power import SOURCES as RUNNER_POWER_SOURCES
 
 ENV_PROFILES = "EDGEQ_PROFILES"
 BUILTIN_PACKAGE = "edgeq.device_profiles"
@@ -40,7 +41,7 @@ BUILTIN_PACKAGE = "edgeq.device_profiles"
 KINDS = ("ssh", "local")
 ARCHES = ("x86_64", "aarch64", "armv7l")
 DELEGATES = ("xnnpack", "edgetpu", "openvino")
-POWER_SOURCES = ("none", "rapl", "hwmon", "ina3221", "rpi5-pmic")
+POWER_SOURCES = RUNNER_POWER_SOURCES  # what the device-side runner can read
 HOST_KEY_POLICIES = ("strict", "accept-new")
 RUNTIME_SOURCES = ("pip", "system")
 
@@ -100,6 +101,8 @@ class DeviceProfile:
     # what it can tell about itself
     power_source: str = "none"
     power_sensor: str = ""
+    sysfs_root: str = "/sys"
+    vcgencmd: str = "vcgencmd"
     thermal_zones: tuple[str, ...] = ()
     governor: str | None = None
     # measurement defaults
@@ -248,6 +251,8 @@ FIELDS: dict[str, _Field] = {
     "threads": _f(int, "interpreter threads (absent: the runtime's default)"),
     "power_source": _f(str, "how power is measured on the device", POWER_SOURCES),
     "power_sensor": _f(str, "hwmon name of the power sensor when power_source = hwmon"),
+    "sysfs_root": _f(str, "where the runner reads sensors (/sys; another root for an emulated tree)"),
+    "vcgencmd": _f(str, "the vcgencmd program (Raspberry Pi PMIC and throttling)"),
     "thermal_zones": _f(list, "thermal zone types to record (/sys/class/thermal/*/type)", item=str),
     "governor": _f(str, "cpufreq governor wanted for stable numbers (check warns otherwise)"),
     "warmup_runs": _f(int, "default warm-up invocations"),
