@@ -22,8 +22,10 @@ from edgeq.devices.session import DeviceTarget
 from edgeq.errors import GateFailed, UserInputError
 from edgeq.export import convert
 from edgeq.export.tflite_model import ModelInfo, describe, interpreter_accuracy
+from edgeq.runner.measure import file_sha256
 
 REPORT_SCHEMA = "edgeq.report/1"
+WEIGHTS = ("int8", "ternary")
 Event = dict[str, Any]
 EventCallback = Callable[[Event], None]
 
@@ -59,6 +61,7 @@ class PipelineOptions:
     threads: int = 1
     max_accuracy_drop: float = 1.0  # points (percent) below the float student
     power: bool = False  # measure power/energy with the device profile's power source
+    weights: str = "int8"  # "int8", or "ternary": 2-bit weights as EDGEQ_TERNARY_* custom ops
 
 
 # ------------------------------------------------------------------------------------------------
@@ -272,7 +275,7 @@ def export(
         or {
             "steps": ["export"],
             "source_model": str(model),
-            "source_sha256": convert.sha256_file(model),
+            "source_sha256": file_sha256(str(model)),
             "quantization": "qat" if is_qat else "ptq",
         },
         accuracy=acc,
@@ -368,6 +371,9 @@ def pipeline(
     _check_epochs(teacher_epochs=o.teacher_epochs, student_epochs=o.student_epochs, qat_epochs=o.qat_epochs)
     if o.max_accuracy_drop < 0:
         raise UserInputError(f"--max-accuracy-drop must be ≥ 0, got {o.max_accuracy_drop}", "pass e.g. 1.0")
+    if o.weights not in WEIGHTS:
+        raise UserInputError(f"unknown --weights {o.weights!r}", f"use one of {', '.join(WEIGHTS)}")
+    ternary = o.weights == "ternary"
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} exists and is not a directory", "pass a directory path")
     t0 = time.perf_counter()
@@ -394,8 +400,8 @@ def pipeline(
         stage("train", f"using teacher {o.teacher} ({count_params(teacher)} parameters)")
     save_keras(teacher, out / "teacher.keras")
 
-    student = build_model("student", ds.input_shape, ds.num_classes)
-    stage("distill", f"distilling into student ({count_params(student)} parameters)")
+    student = build_model("student_ternary" if ternary else "student", ds.input_shape, ds.num_classes)
+    stage("distill", f"distilling into student ({count_params(student)} parameters, {o.weights} weights)")
     kd = {"temperature": o.temperature, "alpha": o.alpha}
     _distill(student, teacher, ds, fit(o.student_epochs), on_epoch=_epoch_reporter("distill", on_event), **kd)
     save_keras(student, out / "student.keras")
@@ -421,14 +427,27 @@ def pipeline(
 
     stage("export", "exporting the QAT student to full int8")
     qat_blob = convert.to_int8_tflite(qat_model, ds.x_train, seed=o.data.seed)
-    convert.write_atomic(out / "model.tflite", qat_blob)
+    model_blob = qat_blob
+    ternary_ops: list[dict[str, Any]] = []
+    if ternary:
+        model_blob, ternary_ops = _ternary_export(qat_blob, student)
+        # The same ternary weights as builtin int8 ops, for comparison (the interpreter runs it).
+        convert.write_atomic(out / "model_int8_builtin.tflite", qat_blob)
+    convert.write_atomic(out / "model.tflite", model_blob)
     info = describe(out / "model.tflite")
     if not info.full_int8:
         raise UserInputError(
             f"the exported model is not int8 end to end: {info.violations[0]}",
             "use layers with int8 TFLite builtins (Conv2D, Dense, pooling, ReLU, ...)",
         )
-    acc["student_int8_qat"] = interpreter_accuracy(qat_blob, ds.x_test, ds.y_test)
+    if ternary:
+        from edgeq.export.tflite_model import custom_op_accuracy
+
+        stage("export", f"rewrote {len(ternary_ops)} ops to ternary custom ops (lossless)")
+        acc["student_int8_qat"] = custom_op_accuracy(out / "model.tflite", ds.x_test, ds.y_test)
+        acc["student_int8_qat_builtin_ops"] = interpreter_accuracy(qat_blob, ds.x_test, ds.y_test)
+    else:
+        acc["student_int8_qat"] = interpreter_accuracy(qat_blob, ds.x_test, ds.y_test)
     acc["student_int8_ptq"] = interpreter_accuracy(ptq_blob, ds.x_test, ds.y_test)
     recipe = {
         "steps": ["train", "distill", "qat", "export"],
@@ -439,6 +458,7 @@ def pipeline(
         "augmentation": "shifts",
         **kd,
         "quantization": "qat",
+        "weights": o.weights,
         "float_model": "student.keras",
         "seed": o.data.seed,
     }
@@ -467,14 +487,17 @@ def pipeline(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "dataset": ds.summary(),
         "recipe": recipe,
+        "weights": o.weights,
         "accuracy": acc,
         "params": {"teacher": count_params(teacher), "student": count_params(student)},
         "size_bytes": {
             "student_float_tflite": len(float_blob),
-            "student_int8": len(qat_blob),
+            "student_int8": len(model_blob),
             "student_int8_ptq": len(ptq_blob),
+            **({"student_int8_builtin_ops": len(qat_blob)} if ternary else {}),
         },
         "model": {"file": "model.tflite", "sha256": info.sha256, "op_counts": info.op_counts},
+        **({"custom_ops": ternary_ops} if ternary else {}),
         "gate": accuracy_gate(acc["student_float"], acc["student_int8_qat"], o.max_accuracy_drop),
         "profile": result,
         "plots": plots,
@@ -493,6 +516,30 @@ def pipeline(
             "train longer (--qat-epochs, --student-epochs) or allow more with --max-accuracy-drop",
         )
     return report
+
+
+def _ternary_export(qat_blob: bytes, student: Any) -> tuple[bytes, list[dict[str, Any]]]:
+    """The int8 export of a ternary student with its ternary layers as EDGEQ_TERNARY_* custom ops.
+
+    Every ternary layer must rewrite losslessly (its int8 weights are exactly ternary per channel).
+    """
+    from edgeq.ops import rewrite
+    from edgeq.ops.layers import TERNARY_LAYERS
+
+    expected = sum(isinstance(layer, TERNARY_LAYERS) for layer in student.layers)
+    blob, done = rewrite.to_ternary_ops_lossless(qat_blob, expected=expected)
+    return blob, [
+        {
+            "index": d.index,
+            "op": d.op,
+            "replaces": d.original,
+            "weight_shape": list(d.weight_shape),
+            "int8_weight_bytes": d.int8_weight_bytes,
+            "packed_weight_bytes": d.packed_weight_bytes,
+            "nonzero_fraction": round(d.nonzero_fraction, 4),
+        }
+        for d in done
+    ]
 
 
 def accuracy_gate(float_acc: float, int8_acc: float, max_drop_points: float) -> dict[str, Any]:

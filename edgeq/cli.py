@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeq import api
+from edgeq.devices.cli import HostOpt, ProfilesOpt, TrustOpt
 from edgeq.devices.cli import app as devices_app
 from edgeq.devices.session import DeviceTarget
 from edgeq.errors import (
@@ -47,22 +48,6 @@ ImageSizeOpt = Annotated[str, typer.Option(help="HxW that image-folder images ar
 SeedOpt = Annotated[int, typer.Option(help="Seed of the split and of training.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
 DeviceOpt = Annotated[str, typer.Option(help="Device profile name or path to a .toml profile.")]
-ProfilesOpt = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--profiles", help="Directory of NAME.toml device profiles (repeatable; before EDGEQ_PROFILES)."
-    ),
-]
-HostOpt = Annotated[
-    str | None,
-    typer.Option("--host", help="Point the profile at [user@]host[:port] (built-in board profiles)."),
-]
-TrustOpt = Annotated[
-    bool,
-    typer.Option(
-        "--trust-new-host", help="Accept and pin an unknown host key (a changed key is always refused)."
-    ),
-]
 
 
 def _target(device: str, profiles: list[Path] | None, host: str | None, trust: bool) -> DeviceTarget:
@@ -165,6 +150,13 @@ def pipeline(
     power: Annotated[
         bool, typer.Option("--power", help="Measure power and energy with the device profile's power source.")
     ] = False,
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="int8, or ternary: a ternary-weight student exported with EDGEQ_TERNARY_* custom ops "
+            "(2 bits per weight; see docs/custom_ops.md)."
+        ),
+    ] = "int8",
     as_json: JsonOpt = False,
 ) -> None:
     """train → distill → QAT → export (+ PTQ baseline) → profile on a device; report under --out."""
@@ -182,6 +174,7 @@ def pipeline(
         threads=threads,
         max_accuracy_drop=max_accuracy_drop,
         power=power,
+        weights=weights,
     )
     progress = _Progress()
     try:
@@ -351,6 +344,29 @@ def _render_inspect(info: dict[str, Any]) -> None:
     for name, n in info["op_counts"].items():
         ops.add_row(name, str(n))
     out.print(ops)
+    if info.get("custom_ops"):
+        c = Table(title="custom ops (docs/custom_ops.md)")
+        for col in ("#", "op", "weights", "packed bytes", "bits/weight", "nonzero", "options"):
+            c.add_column(col)
+        for op in info["custom_ops"]:
+            o = op["options"]
+            geo = f"k{o['kernel_h']}x{o['kernel_w']} s{o['stride_h']}x{o['stride_w']} " + (
+                "same" if o["padding"] else "valid"
+            )
+            opts = (
+                f"in {o['in_depth']} out {o['out_depth']} zp {o['in_zp']}/{o['out_zp']} "
+                f"clamp [{o['act_min']}, {o['act_max']}]" + (f" {geo}" if o["kind"] == 1 else "")
+            )
+            c.add_row(
+                str(op["index"]),
+                op["op"],
+                "x".join(map(str, op["weight_shape"])),
+                str(op["packed_weight_bytes"]),
+                f"{op['bits_per_weight']:g}",
+                f"{op['nonzero_fraction']:.0%}",
+                opts,
+            )
+        out.print(c)
     t = Table(title="tensors")
     for col in ("#", "name", "role", "dtype", "shape", "scale", "zero point"):
         t.add_column(col)

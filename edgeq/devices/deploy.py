@@ -7,7 +7,6 @@ POSIX paths and always stay inside ``workdir``.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import re
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from edgeq.devices.transport import Transport
 from edgeq.errors import DeviceError, UserInputError
+from edgeq.runner.measure import file_sha256  # the device computes it the same way
 
 # Runs with the device's Python; the path is sys.argv[1], never part of the program text. Prints the
 # file's sha256, or "missing" (after creating its directory, so put() has somewhere to land).
@@ -51,14 +51,6 @@ class Deployed:
     remote_path: str
     sha256: str
     bytes_sent: int
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_workdir(workdir: str) -> str:
@@ -127,7 +119,7 @@ def deploy_file(transport: Transport, python: str, workdir: str, local_path: Pat
     local_path = Path(local_path)
     if not local_path.is_file():
         raise UserInputError(f"file not found: {local_path}", "check the path")
-    sha = file_sha256(local_path)
+    sha = file_sha256(str(local_path))
     remote = remote_path_for(workdir, kind, sha, local_path.name)
     if remote_sha256(transport, python, remote) == sha:
         return Deployed(remote, sha, 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -58,18 +57,6 @@ def to_int8_tflite(model: Any, representative_x: np.ndarray, *, seed: int = 0) -
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
     return _convert(conv, "int8")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
