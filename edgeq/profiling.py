@@ -429,12 +429,18 @@ def profile_on(
 
     runner = _deploy(transport, python, root, build_runner_pyz(), "runner", on_event)
     deployed_model = _deploy(transport, python, root, model, "models", on_event)
+    custom: list[str] = []
+    library = custom_ops_library(transport, python, model)
+    if library is not None:
+        deployed_lib = _deploy(transport, python, root, library, "lib", on_event)
+        custom = ["--custom-ops-lib", deployed_lib.remote_path]
     argv = [
         python,
         runner.remote_path,
         "run",
         "--model",
         deployed_model.remote_path,
+        *custom,
         "--runs",
         str(runs),
         "--warmup",
@@ -472,6 +478,47 @@ def profile_on(
                 remove_remote(transport, python, root, remote_outputs)
     result["runner"] = {"sha256": runner.sha256}
     return result
+
+
+_ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
+_ARCH_PROGRAM = "import platform; print(platform.machine())"
+
+
+def model_custom_ops(model: Path) -> list[str]:
+    """The EDGEQ_* custom ops ``model`` uses (read from its op codes; empty for a plain model)."""
+    from edgeq.runner.modelfile import ModelFileError, edgeq_ops, read_model
+
+    try:
+        return edgeq_ops(read_model(Path(model).read_bytes())["custom_ops"])
+    except ModelFileError as exc:
+        raise UserInputError(
+            f"{Path(model).name} is a damaged TFLite model: {exc}", "export it again"
+        ) from None
+
+
+def device_arch(transport: Transport, python: str) -> str:
+    """The device's CPU architecture as the compilers name it (``aarch64``, ``x86_64``)."""
+    res = transport.run([python, "-c", _ARCH_PROGRAM], timeout=120)
+    out = res.stdout.strip().splitlines()
+    if res.exit_code != 0 or not out:
+        raise DeviceError(
+            f"cannot ask device {transport.name!r} for its architecture: {_stderr_tail(res.stderr) or 'no output'}",
+            f"check that {python!r} runs on the device",
+        )
+    arch = out[-1].strip()
+    return _ARCH_ALIASES.get(arch, arch)
+
+
+def custom_ops_library(transport: Transport, python: str, model: Path) -> Path | None:
+    """``libedgeq_ops.so`` built for the device's architecture when ``model`` needs it, else None.
+
+    Built (or taken from the build cache) on the host: natively, or with Debian's cross compiler.
+    """
+    if not model_custom_ops(model):
+        return None
+    from edgeq.ops.build import build_library
+
+    return build_library(device_arch(transport, python))
 
 
 def probe_on(

@@ -69,3 +69,32 @@ def pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert run.code == 0, run.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def ternary_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``pipeline --weights ternary`` on the smallest budget (1-2 epochs): for behaviour, not accuracy."""
+    out = tmp_path_factory.mktemp("pipeline-ternary") / "out"
+    home = tmp_path_factory.mktemp("edgeq-home-ternary")
+    run = edgeq(
+        "pipeline",
+        "--out",
+        out,
+        "--weights",
+        "ternary",
+        "--teacher-epochs",
+        "1",
+        "--student-epochs",
+        "2",
+        "--qat-epochs",
+        "1",
+        "--runs",
+        "20",
+        "--warmup",
+        "2",
+        "--max-accuracy-drop",
+        "100",
+        env={"EDGEQ_HOME": str(home)},
+    )
+    assert run.code == 0, run.stderr
+    return out

@@ -434,3 +434,36 @@ def test_aarch64_build_bit_exact_under_qemu(tmp_path: Path) -> None:
             _read_results(tmp_path / "out.bin", [w.shape for w in wants]), wants, strict=True
         ):
             np.testing.assert_array_equal(got, want)
+
+
+def test_conv_whole_kernel_row_path_is_bit_exact() -> None:
+    """Shapes where a kernel row's taps are one vector (dilation_w 1, C a multiple of 8, KW·C ≤ 64):
+    the AVX-512 conv path for them must give the reference's bytes like every other path."""
+    kernels = TernaryKernels(build_library())
+    rng = np.random.default_rng(42)
+    for _ in range(120):
+        c = int(rng.choice([8, 16, 24, 32, 64]))
+        kw = int(rng.integers(1, 64 // c + 1))
+        kh, o = int(rng.integers(1, 5)), int(rng.integers(1, 40))
+        sh, sw, dh = (int(v) for v in rng.integers(1, 3, size=3))
+        h, wd = int(rng.integers(kh * dh, 12)), int(rng.integers(kw, 12))
+        op = spec.TernaryOp(
+            kind=spec.KIND_CONV2D,
+            weights=rng.integers(-1, 2, size=(o, kh, kw, c)).astype(np.int8),
+            bias=rng.integers(-(2**20), 2**20, o).astype(np.int32),
+            multiplier=rng.integers(1 << 29, (1 << 31) - 1, o).astype(np.int32),
+            shift=rng.integers(-12, 3, o).astype(np.int32),
+            in_zp=int(rng.integers(-128, 128)),
+            out_zp=int(rng.integers(-128, 128)),
+            stride_h=sh,
+            stride_w=sw,
+            dilation_h=dh,
+            padding=int(rng.integers(0, 2)),
+        )
+        packed, qparams, _ = spec.encode(op)
+        x = rng.integers(-128, 128, size=(int(rng.integers(1, 3)), h, wd, c)).astype(np.int8)
+        want = reference.conv2d(op, x)
+        for level in (-1, 0):  # the best inner loop this CPU has, and scalar
+            kernels.set_isa(level)
+            np.testing.assert_array_equal(kernels.run(x, packed, qparams), want)
+    kernels.set_isa(-1)

@@ -2,7 +2,9 @@
 
 The full-int8 rule: every tensor computed at run time (inputs, outputs, intermediate activations) is
 int8; constants are int8 (weights) or int32 (biases, and integer shape/axis parameters). Any float
-tensor, or an int32 activation, breaks the rule.
+tensor, or an int32 activation, breaks the rule. edgeq's own custom ops (EDGEQ_TERNARY_*, see
+docs/custom_ops.md) are int8 ops whose constants are packed 2-bit weights (uint8) and int32
+qparams: those two dtypes are accepted for exactly those inputs of exactly those ops.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from edgeq.errors import UserInputError
 
 # Ops whose input 1 is the weight tensor and input 2 the bias.
 _WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
+# edgeq's custom int8 ops: input 1 packed ternary weights (uint8), input 2 qparams (int32).
+_TERNARY_OPS = {"EDGEQ_TERNARY_FC", "EDGEQ_TERNARY_CONV2D"}
+_CONST_ROLES = ("weight", "bias", "constant", "ternary_weight", "ternary_qparams")
 
 TFLITE_IDENTIFIER = b"TFL3"
 
@@ -36,7 +41,7 @@ class TensorInfo:
 
     @property
     def constant(self) -> bool:
-        return self.role in ("weight", "bias", "constant")
+        return self.role in _CONST_ROLES
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -76,6 +81,7 @@ class ModelInfo:
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     violations: tuple[str, ...] = field(default=())
+    custom_ops: tuple[dict[str, Any], ...] = field(default=())
 
     @property
     def full_int8(self) -> bool:
@@ -113,6 +119,7 @@ class ModelInfo:
                 for o in self.ops
             ],
             "tensors": [t.to_dict() for t in self.tensors],
+            "custom_ops": list(self.custom_ops),
         }
 
 
@@ -173,6 +180,9 @@ def describe(path: Path) -> ModelInfo:
                 roles.setdefault(inputs[1], "weight")
             if len(inputs) > 2 and inputs[2] >= 0:
                 roles.setdefault(inputs[2], "bias")
+        elif custom and name in _TERNARY_OPS and len(inputs) == 3:
+            roles.setdefault(inputs[1], "ternary_weight")
+            roles.setdefault(inputs[2], "ternary_qparams")
 
     sg_inputs = tuple(int(t) for t in sg.inputs)
     sg_outputs = tuple(int(t) for t in sg.outputs)
@@ -180,7 +190,10 @@ def describe(path: Path) -> ModelInfo:
     violations: list[str] = []
     for idx, t in enumerate(sg.tensors or []):
         buf = model.buffers[t.buffer] if t.buffer < len(model.buffers) else None
-        has_data = buf is not None and buf.data is not None and len(buf.data) > 0
+        # Constant data is in the flatbuffer, or after it at Buffer.offset (the custom ops' aligned data).
+        has_data = buf is not None and (
+            (buf.data is not None and len(buf.data) > 0) or (bool(buf.offset) and bool(buf.size))
+        )
         if idx in sg_inputs:
             role = "input"
         elif idx in sg_outputs:
@@ -213,11 +226,53 @@ def describe(path: Path) -> ModelInfo:
         inputs=sg_inputs,
         outputs=sg_outputs,
         violations=tuple(violations),
+        custom_ops=tuple(_ternary_ops(data, ops)),
     )
+
+
+def _ternary_ops(data: bytes, ops: list[OpInfo]) -> list[dict[str, Any]]:
+    """Each EDGEQ_TERNARY_* op: packed weight size (bytes, bits per weight) and its decoded options."""
+    if not any(o.op in _TERNARY_OPS for o in ops):
+        return []
+    from edgeq.ops import rewrite, spec
+
+    try:
+        nodes = rewrite.read_ternary_ops(data)
+    except (spec.FormatError, UserInputError, ValueError) as exc:
+        raise UserInputError(
+            f"a ternary custom op is malformed: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+            "re-export the model (edgeq pipeline --weights ternary)",
+        ) from exc
+    out = []
+    for n in nodes:
+        header = spec.decode_header(n.qparams.reshape(-1)[: spec.HEADER_WORDS])
+        weights = int(n.op.weights.size)
+        nonzero = int(np.count_nonzero(n.op.weights))
+        out.append(
+            {
+                "index": n.index,
+                "op": n.op.name,
+                "weight_shape": [int(d) for d in n.op.weights.shape],
+                "weights": weights,
+                "packed_weight_bytes": int(n.packed.size),
+                "bits_per_weight": round(8.0 * n.packed.size / max(weights, 1), 3),
+                "int8_weight_bytes": weights,
+                "qparams_bytes": int(n.qparams.size * 4),
+                "nonzero_fraction": round(nonzero / max(weights, 1), 4),
+                "options": {
+                    k: v for k, v in header.items() if k not in ("magic", "header_words", "reserved")
+                },
+            }
+        )
+    return out
 
 
 def _int8_violation(t: TensorInfo) -> list[str]:
     if t.constant:
+        if t.role == "ternary_weight":
+            return [] if t.dtype == "uint8" else [f"packed ternary weight tensor {t.index} is {t.dtype}"]
+        if t.role == "ternary_qparams":
+            return [] if t.dtype == "int32" else [f"ternary qparams tensor {t.index} is {t.dtype}"]
         if t.dtype == "int8" or (t.dtype == "int32" and t.role in ("bias", "constant")):
             return []
         return [f"{t.role} tensor {t.index} {t.name!r} is {t.dtype}"]
@@ -268,3 +323,36 @@ def interpreter_accuracy(path_or_bytes: Path | bytes, x: np.ndarray, y: np.ndarr
     """Top-1 accuracy of a TFLite model measured with the LiteRT interpreter (fraction)."""
     out = run_int8(path_or_bytes, x)
     return float(np.mean(np.argmax(out, axis=-1) == y))
+
+
+def custom_op_outputs(path: Path, x: np.ndarray, library: Path | None = None) -> np.ndarray:
+    """Raw outputs of a model with EDGEQ_* custom ops over float inputs ``x``, one sample per run.
+
+    Runs the device-side runner's custom-op path in this process (libLiteRt.so's C API with the host
+    build of libedgeq_ops.so), so host figures and a board's come from the same code.
+    """
+    from edgeq.ops.build import build_library
+    from edgeq.runner.custom import open_custom
+    from edgeq.runner.measure import evaluate
+    from edgeq.runner.modelfile import edgeq_ops, read_model
+    from edgeq.runner.protocol import RunnerError
+    from edgeq.tfenv import quiet_native
+
+    info = read_model(Path(path).read_bytes())
+    lib = str(library or build_library())
+    try:
+        with quiet_native():
+            interp, _, _ = open_custom(str(path), info, edgeq_ops(info["custom_ops"]), lib, "auto")
+        try:
+            _, outputs = evaluate(interp, x, np.zeros(len(x), dtype=np.int64))
+        finally:
+            interp.close()
+    except RunnerError as exc:
+        raise UserInputError(exc.message, exc.hint) from None
+    return outputs
+
+
+def custom_op_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of a custom-op model (see :func:`custom_op_outputs`), as a fraction."""
+    out = custom_op_outputs(path, x)
+    return float(np.mean(out.reshape(len(x), -1).argmax(axis=1) == y))

@@ -9,11 +9,17 @@ from typing import Any
 from edgeq import tfenv
 from edgeq.errors import UserInputError
 
-ARCHITECTURES = ("teacher", "student")
+ARCHITECTURES = ("teacher", "student", "student_ternary")
 
 
 def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int) -> Any:
-    """Build ``teacher`` or ``student`` for images of ``input_shape`` (H, W, C)."""
+    """Build ``teacher``, ``student`` or ``student_ternary`` for images of ``input_shape`` (H, W, C).
+
+    ``student_ternary`` is the student's topology with ternary weights (``TernaryConv2D`` /
+    ``TernaryDense``, exported as EDGEQ_TERNARY_* custom ops) everywhere except the first conv: with
+    one or three input channels its 9–27 weights per filter carry too little to ternarize well, and
+    they are < 1 % of the student's weights, so keeping them int8 costs no size worth the accuracy.
+    """
     k = tfenv.keras()
     layers = k.layers
     h, w, _ = input_shape
@@ -33,6 +39,19 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int) 
         x = layers.Dropout(0.3)(x)
         x = layers.Dense(128, activation="relu")(x)
         x = layers.Dropout(0.3)(x)
+    elif arch == "student_ternary":
+        from edgeq.ops.layers import TernaryConv2D, TernaryDense
+
+        x = layers.Conv2D(16, 3, strides=stride, padding="same", activation="relu")(inputs)
+        x = TernaryConv2D(32, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+        if max(h, w) > 16:
+            x = TernaryConv2D(32, 3, padding="same", activation="relu")(x)
+            x = layers.MaxPooling2D(2)(x)
+        x = layers.Flatten()(x)
+        x = TernaryDense(64, activation="relu")(x)
+        outputs = TernaryDense(num_classes, name="logits")(x)
+        return k.Model(inputs, outputs, name=arch)
     else:
         x = layers.Conv2D(16, 3, strides=stride, padding="same", activation="relu")(inputs)
         x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)

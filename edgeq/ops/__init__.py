@@ -2,7 +2,8 @@
 
 - :mod:`edgeq.ops.spec` — the data format (header, packed weights, qparams); NumPy only.
 - :mod:`edgeq.ops.reference` — the bit-exact definition in NumPy; NumPy only.
-- :mod:`edgeq.ops.native` — ctypes bindings to the C kernels and the LiteRT runner.
+- :mod:`edgeq.ops.native` — ctypes bindings to the C kernels and the LiteRT runner (the code lives
+  in :mod:`edgeq.runner.native`, which ships to devices).
 - :mod:`edgeq.ops.build` — builds ``libedgeq_ops.so`` for the host or aarch64.
 - :mod:`edgeq.ops.rewrite` — int8 FULLY_CONNECTED / CONV_2D → ternary custom ops in a ``.tflite``.
 - :mod:`edgeq.ops.layers` — ``TernaryDense`` / ``TernaryConv2D`` for tf_keras (imports TensorFlow).

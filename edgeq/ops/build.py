@@ -32,7 +32,10 @@ LIBRARY_NAME = "libedgeq_ops.so"
 CLI_NAME = "edgeq_ternary_cli"
 
 COMPILERS = {"x86_64": "x86_64-linux-gnu-gcc", "aarch64": "aarch64-linux-gnu-gcc"}
-DEBIAN_PACKAGES = {"x86_64": "gcc-x86-64-linux-gnu", "aarch64": "gcc-aarch64-linux-gnu"}
+DEBIAN_PACKAGES = {
+    "x86_64": "gcc-x86-64-linux-gnu libc6-dev-amd64-cross",
+    "aarch64": "gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
+}
 
 
 def host_arch() -> str:

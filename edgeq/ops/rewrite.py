@@ -159,6 +159,30 @@ def to_ternary_ops(
     return _serialize_aligned(model, fbu, const), done
 
 
+def to_ternary_ops_lossless(
+    model_bytes: bytes, *, expected: int | None = None
+) -> tuple[bytes, list[RewrittenOp]]:
+    """Rewrite exactly the FC / CONV_2D ops whose int8 weights are already ternary per channel — the
+    ternary layers of a QAT export — and leave every other op a builtin int8 op.
+
+    ``expected`` is how many ternary layers the Keras model had: a different count means a ternary
+    layer did not export losslessly (or a plain layer looked ternary), a UserInputError.
+    """
+    _, trial = to_ternary_ops(model_bytes)
+    keep = [d.index for d in trial if d.lossless]
+    if expected is not None and len(keep) != expected:
+        raise UserInputError(
+            f"{len(keep)} of the model's FULLY_CONNECTED/CONV_2D ops have ternary int8 weights, expected {expected}",
+            "export the QAT model of a ternary student (TernaryDense/TernaryConv2D) with edgeq",
+        )
+    if not keep:
+        raise UserInputError(
+            "no FULLY_CONNECTED/CONV_2D op of the model has ternary weights",
+            "train the model with TernaryDense/TernaryConv2D layers (edgeq pipeline --weights ternary)",
+        )
+    return to_ternary_ops(model_bytes, only=keep)
+
+
 def _serialize_aligned(model: Any, fbu: Any, buffers: list[int]) -> bytes:
     """Serialize with ``buffers`` stored after the flatbuffer at 64-byte aligned file offsets.
 

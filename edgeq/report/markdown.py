@@ -40,6 +40,14 @@ def report_markdown(r: dict[str, Any]) -> str:
         f"{_kb(size.get('student_int8_ptq'))} |",
         "",
     ]
+    if r.get("weights") == "ternary":
+        lines[-1:-1] = [
+            f"| same ternary weights as builtin int8 ops | {_pct(acc.get('student_int8_qat_builtin_ops'))} | "
+            f"{_kb(size.get('student_int8_builtin_ops'))} |",
+            "",
+            "Ternary weights: the QAT student's conv/dense layers (all but the first conv) are "
+            "EDGEQ_TERNARY_* custom ops with 2-bit packed weights (docs/custom_ops.md).",
+        ]
     if params.get("teacher") and params.get("student"):
         lines.append(f"Student/teacher parameters: {params['student'] / params['teacher']:.3f}.")
     if size.get("student_int8") and size.get("student_float_tflite"):

@@ -1,6 +1,6 @@
 """The runner's command line: ``run`` (measure a model) and ``probe`` (what this device has).
 
-python runner.pyz run --model m.tflite [--runs 100] [--min-seconds S] [--warmup 10] [--threads 1]
+python runner.pyz run --model m.tflite [--custom-ops-lib libedgeq_ops.so] [--runs 100] [--min-seconds S] [--warmup 10] [--threads 1]
                       [--runtime auto|ai-edge-litert|tflite-runtime|tensorflow|ai-edge-litert-compiled]
                       [--test-data test.npz] [--save-outputs out.npy] [--device-name NAME]
                       [--power-config JSON] [--thermal-config JSON] [--sysfs-root /sys] [--vcgencmd PATH]
@@ -16,6 +16,10 @@ until at least ``--runs`` are done AND, if given, at least ``--min-seconds`` of 
 Latency input is random data of each input's dtype and shape (seed 0). With ``--test-data`` the
 samples are then invoked one by one for top-1 accuracy (float x is quantized to an int8/uint8 input
 as TFLite's QUANTIZE kernel does: round half away from zero of x / scale, plus zero point, clipped).
+
+A model with edgeq's custom ops (EDGEQ_TERNARY_*, found by reading the model's op codes) runs through
+ai-edge-litert's libLiteRt.so with the kernels of ``--custom-ops-lib`` registered (see
+:mod:`.custom`); the result then lists them under ``custom_ops``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import traceback
 from typing import Any, Dict, List, Optional
 
 from . import PROBE_SCHEMA, RESULT_SCHEMA, RUNNER_VERSION
+from .custom import open_custom
 from .measure import (
     check_model_file,
     check_test_data_fits,
@@ -44,8 +49,9 @@ from .measure import (
     save_npy_atomic,
     set_random_inputs,
 )
+from .modelfile import ModelFileError, edgeq_ops, read_model
 from .protocol import EXIT_OK, Emitter, Progress, RunnerError, one_line, protocol_stream
-from .runtimes import CHOICES, RUNTIMES, load_runtime, probe_runtime
+from .runtimes import CHOICES, RUNTIMES, Runtime, load_runtime, probe_runtime
 from .session import SensorSession
 
 
@@ -83,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     run = sub.add_parser("run", help="measure latency (and accuracy) of a .tflite model")
     run.add_argument("--model", required=True, help="path of the .tflite model on this device")
+    run.add_argument(
+        "--custom-ops-lib",
+        default=None,
+        help="libedgeq_ops.so built for this device, for models with EDGEQ_* custom ops",
+    )
     run.add_argument("--runs", type=_positive_int, default=100, help="measured invokes (at least)")
     run.add_argument(
         "--min-seconds",
@@ -159,13 +170,20 @@ def run(args: argparse.Namespace, emitter: Emitter) -> Dict[str, Any]:
             "add --test-data test.npz",
         )
     check_model_file(args.model)
+    custom_ops, model_info = _custom_ops(args.model)
     sensors = SensorSession.from_args(args, emitter)
     test = load_test_data(args.test_data) if args.test_data else None
-    runtime = load_runtime(args.runtime)
     info = _platform_info()
-    emitter.emit("runtime", runtime=runtime.name, version=runtime.version, arch=info["arch"])
-
-    interp, init_ms = load_interpreter(runtime, args.model, args.threads)
+    if custom_ops:
+        interp, init_ms, version = open_custom(
+            args.model, model_info, custom_ops, args.custom_ops_lib, args.runtime
+        )
+        runtime = Runtime("ai-edge-litert", version, None)
+        emitter.emit("runtime", runtime=runtime.name, version=runtime.version, arch=info["arch"])
+    else:
+        runtime = load_runtime(args.runtime)
+        emitter.emit("runtime", runtime=runtime.name, version=runtime.version, arch=info["arch"])
+        interp, init_ms = load_interpreter(runtime, args.model, args.threads)
     if test is not None:
         check_test_data_fits(interp, test[0])
     try:
@@ -236,10 +254,29 @@ def run(args: argparse.Namespace, emitter: Emitter) -> Dict[str, Any]:
         },
         "runner_version": RUNNER_VERSION,
     }
+    if custom_ops:
+        result["custom_ops"] = custom_ops
+        result["execution"]["path"] = "libLiteRt.so C API + libedgeq_ops.so"
+        result["config"]["custom_ops_lib"] = os.path.basename(args.custom_ops_lib)
     if accuracy is not None:
         result["accuracy"] = accuracy
     result.update(sensors.result())
     return result
+
+
+def _custom_ops(model: str) -> Any:
+    """The model's EDGEQ_* custom ops (empty for a plain model) and what the file says of its I/O."""
+    with open(model, "rb") as f:
+        data = f.read()
+    try:
+        info = read_model(data)
+    except ModelFileError as exc:
+        raise RunnerError(
+            "bad_input",
+            "%s is not a readable TFLite model: %s" % (os.path.basename(model), exc),
+            "export the model again and redeploy it",
+        ) from None
+    return edgeq_ops(info["custom_ops"]), info
 
 
 def probe() -> Dict[str, Any]:

@@ -177,9 +177,11 @@ def check_quantizable(model: Any) -> None:
         default_8bit_quantize_registry as registry,
     )
 
+    from edgeq.ops.layers import TERNARY_LAYERS  # annotated with their own QuantizeConfig
+
     reg = registry.Default8BitQuantizeRegistry()
     k = tfenv.keras()
-    passthrough = (k.layers.InputLayer,)
+    passthrough = (k.layers.InputLayer, *TERNARY_LAYERS)
     for layer in model.layers:
         if isinstance(layer, passthrough) or reg.supports(layer):
             continue
@@ -204,11 +206,18 @@ def quantize_aware(
     on_epoch: EpochCallback | None = None,
 ) -> Any:
     """Wrap ``model`` with tfmot's ``quantize_model`` and fine-tune it (with distillation if a teacher
-    is given). Returns the QAT model (fake-quant nodes in place)."""
+    is given). Returns the QAT model (fake-quant nodes in place).
+
+    A model with ternary layers (``edgeq.ops.layers``) is wrapped by ``quantize_ternary_model``
+    instead: int8 activations everywhere, ternary weights kept ternary.
+    """
+    from edgeq.ops.layers import TERNARY_LAYERS, quantize_ternary_model
+
     mot = tfenv.tfmot()
     check_quantizable(model)
+    ternary = any(isinstance(layer, TERNARY_LAYERS) for layer in model.layers)
     try:
-        qat = mot.quantization.keras.quantize_model(model)
+        qat = quantize_ternary_model(model) if ternary else mot.quantization.keras.quantize_model(model)
     except (RuntimeError, ValueError) as exc:
         raise UserInputError(
             f"tfmot cannot quantize this model: {str(exc).splitlines()[0]}",
@@ -222,7 +231,9 @@ def quantize_aware(
 
 def load_qat_model(path: Any) -> Any:
     """Load a QAT model saved by :func:`quantize_aware` (tfmot's custom objects in scope)."""
+    from edgeq.ops.layers import custom_objects
+
     mot = tfenv.tfmot()
     k = tfenv.keras()
-    with mot.quantization.keras.quantize_scope():
+    with mot.quantization.keras.quantize_scope(custom_objects()):
         return k.models.load_model(path, compile=False)
