@@ -30,6 +30,7 @@ import numpy as np
 from edgeq.devices.deploy import Deployed, check_workdir, deploy_file, remove_remote
 from edgeq.devices.transport import LocalTransport, Transport
 from edgeq.errors import DeviceError, EdgeqError, UserInputError
+from edgeq.home import edgeq_home
 
 RESULT_SCHEMA = "edgeq.result/1"
 PROBE_SCHEMA = "edgeq.probe/1"
@@ -50,12 +51,6 @@ sys.exit(main())
 """
 
 EventCallback = Callable[[dict[str, Any]], None]
-
-
-def edgeq_home() -> Path:
-    """``$EDGEQ_HOME``, by default ``~/.cache/edgeq``: caches and the local device's workdir."""
-    raw = os.environ.get("EDGEQ_HOME") or "~/.cache/edgeq"
-    return Path(raw).expanduser().resolve()
 
 
 def local_workdir() -> Path:

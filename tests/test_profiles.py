@@ -83,7 +83,7 @@ def test_builtin_facts() -> None:
     assert load_profile("coral-devboard").runtime_source == "system"
     local = load_profile("local")
     assert local.is_local and not local.is_template and Path(local.python).exists()
-    assert local.workdir.endswith("edgeq-home/device")
+    assert local.workdir.endswith("edgeq-home/devices/local")
 
 
 def test_template_needs_an_address_and_says_how() -> None:

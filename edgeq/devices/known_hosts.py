@@ -26,14 +26,9 @@ from typing import Any
 import paramiko
 
 from edgeq.errors import DeviceError
+from edgeq.home import edgeq_home
 
 TRUST_FLAG = "--trust-new-host"
-
-
-def edgeq_home() -> Path:
-    """``$EDGEQ_HOME``, by default ``~/.cache/edgeq``: edgeq's own state on the host."""
-    env = os.environ.get("EDGEQ_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgeq"
 
 
 def host_id(host: str, port: int) -> str:

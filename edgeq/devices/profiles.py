@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeq.devices.known_hosts import edgeq_home
 from edgeq.errors import UserInputError
+from edgeq.home import edgeq_home
 from edgeq.runner.power import SOURCES as RUNNER_POWER_SOURCES
 
 ENV_PROFILES = "EDGEQ_PROFILES"
@@ -344,7 +344,7 @@ def _finish(raw: dict[str, Any], source: str, base_dir: Path | None, builtin: bo
             data["arch"] = platform.machine()
         if data.get("python", "auto") == "auto":
             data["python"] = sys.executable
-        data.setdefault("workdir", str(edgeq_home() / "device"))
+        data.setdefault("workdir", str(edgeq_home() / "devices" / "local"))
         data["workdir"] = str(Path(data["workdir"]).expanduser())
     else:
         if data.get("arch") == "auto":

@@ -43,14 +43,13 @@ def open_device(target: DeviceTarget, profile: DeviceProfile | None = None) -> I
     """Connect to ``target`` and yield what the runner needs; the connection closes afterwards."""
     import sys
 
-    from edgeq import profiling
     from edgeq.devices import manage
 
     prof = profile or target.resolve()
     with manage.open_transport(prof, trust_new_host=target.trust_new_host) as transport:
         if prof.is_local:
             python = sys.executable if prof.python in ("auto", "") else prof.python
-            workdir = str(profiling.local_workdir())
+            workdir = manage.device_workdir(transport, prof)
         else:
             workdir = manage.device_workdir(transport, prof)
             python = manage.device_python(transport, prof, workdir)
