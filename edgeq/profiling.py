@@ -17,7 +17,6 @@ import io
 import json
 import os
 import posixpath
-import sys
 import tempfile
 import uuid
 import zipfile
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgeq.devices.deploy import Deployed, check_workdir, deploy_file, remove_remote
-from edgeq.devices.transport import LocalTransport, Transport
+from edgeq.devices.transport import Transport
 from edgeq.errors import DeviceError, EdgeqError, UserInputError
 from edgeq.home import edgeq_home
 
@@ -526,62 +525,14 @@ def probe_on(
     return run_runner(transport, argv, transport.name, timeout=timeout, schema=PROBE_SCHEMA)
 
 
-def profile(
-    model: Path,
-    device: str = "local",
-    *,
-    runs: int = 100,
-    warmup: int = 10,
-    threads: int = 1,
-    min_seconds: float | None = None,
-    runtime: str = "auto",
-    test_data: tuple[np.ndarray, np.ndarray] | None = None,
-    save_outputs: Path | None = None,
-    on_event: EventCallback | None = None,
-    timeout: float | None = None,
-    power: str | Mapping[str, Any] | None = None,
-    power_idle_s: float | None = None,
-    power_rate_hz: float | None = None,
-    thermal: bool | Mapping[str, Any] | None = None,
-    set_governor: str | None = None,
-    cool_down_below_c: float | None = None,
-    cool_down_timeout_s: float | None = None,
-    sysfs_root: str | None = None,
-    vcgencmd: str | None = None,
-) -> dict[str, Any]:
-    """Measure ``model`` (a .tflite file) on ``device``; only ``"local"`` exists for now.
+def profile(model: Path, device: str = "local", **options: Any) -> dict[str, Any]:
+    """Measure ``model`` (a .tflite file) on ``device`` (a profile name or path); see
+    :func:`edgeq.api.profile` for the options.
 
     ``profile(Path("m.tflite"), runs=200)["latency_us"]["p50"]`` is the median invoke time in µs;
     ``profile(m, power="rapl")["power"]["energy_mj_per_inference"]`` the energy of one inference.
     """
-    if device != "local":
-        raise UserInputError(
-            f"unknown device {device!r}",
-            "use device 'local' (SSH devices arrive with device profiles)",
-        )
-    with LocalTransport() as transport:
-        return profile_on(
-            transport,
-            sys.executable,
-            str(local_workdir()),
-            "local",
-            model,
-            runs=runs,
-            warmup=warmup,
-            threads=threads,
-            min_seconds=min_seconds,
-            runtime=runtime,
-            test_data=test_data,
-            save_outputs=save_outputs,
-            on_event=on_event,
-            timeout=timeout,
-            power=power,
-            power_idle_s=power_idle_s,
-            power_rate_hz=power_rate_hz,
-            thermal=thermal,
-            set_governor=set_governor,
-            cool_down_below_c=cool_down_below_c,
-            cool_down_timeout_s=cool_down_timeout_s,
-            sysfs_root=sysfs_root,
-            vcgencmd=vcgencmd,
-        )
+    from edgeq import api
+    from edgeq.devices.session import DeviceTarget
+
+    return api.profile(Path(model), DeviceTarget(device), **options)
