@@ -7,14 +7,15 @@ measured through the runner's custom-op path), ``size_ratio`` ternary ``.tflite`
 ``--reuse DIR`` keeps the two runs in DIR and reuses them when they are there.
 
 Kernels: EDGEQ_TERNARY_FC (C kernel, registered through LiteRT's C API) against the builtin int8
-FULLY_CONNECTED of the same shape, in the same runtime (LiteRT CompiledModel, CPU, default threads).
+FULLY_CONNECTED of the same shape, in the same runtime (LiteRT CompiledModel, CPU, default options),
+timed in alternating rounds (``--rounds``) so that drift in the machine's speed hits both alike.
 
 Each shape becomes a one-op Keras model, converted to full int8; its ternary twin is the same
 model rewritten by ``edgeq.ops.rewrite``. Both run through ``edgeq.ops.native.LiteRtSession``; the
 timed region is LiteRtRunCompiledModel alone. Prints a table, then as its last line a JSON object
 with ``size_ratio``, ``accuracy_drop`` and ``kernel_latency_ratio`` (custom / builtin, median).
 
-    .venv/bin/python scripts/bench_ternary.py [--repeat 300] [--shapes 512x64,1024x1024] [--reuse runs/bt]
+    .venv/bin/python scripts/bench_ternary.py [--repeat 3000] [--rounds 10] [--shapes 512x64,1024x1024] [--reuse runs/bt]
     .venv/bin/python scripts/bench_ternary.py --no-digits     # kernels only (size_ratio of the headline shape)
 """
 
@@ -92,8 +93,9 @@ def _digits(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=300)
-    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--repeat", type=int, default=3000, help="timed runs per model, over all rounds")
+    ap.add_argument("--warmup", type=int, default=30, help="untimed runs before each round")
+    ap.add_argument("--rounds", type=int, default=10, help="alternating builtin/ternary rounds")
     ap.add_argument("--shapes", default="512x64,1024x1024,2048x2048", help="KxN input x output sizes")
     ap.add_argument("--headline", default="1024x1024", help="the shape reported as kernel_latency_ratio")
     ap.add_argument("--no-digits", action="store_true", help="kernels only (no training)")
@@ -120,10 +122,15 @@ def main() -> None:
             p8.write_bytes(int8)
             pt.write_bytes(ternary)
             x = np.random.default_rng(i).integers(-128, 128, size=k_in).astype(np.int8).tobytes()
+            builtin: list[float] = []
+            custom: list[float] = []
+            per_round = max(1, args.repeat // args.rounds)
             with quiet_native(), LiteRtSession(lib, p8) as s8, LiteRtSession(lib, pt) as st:
-                builtin = _time(s8, x, args.repeat, args.warmup)
-                custom = _time(st, x, args.repeat, args.warmup)
-                assert st.kernel_runs(0) == args.repeat + args.warmup
+                # Alternating rounds, so that drift in the machine's speed hits both alike.
+                for _ in range(args.rounds):
+                    builtin += _time(s8, x, per_round, args.warmup)
+                    custom += _time(st, x, per_round, args.warmup)
+                assert st.kernel_runs(0) == args.rounds * (per_round + args.warmup)
             b50, c50 = statistics.median(builtin), statistics.median(custom)
             rows.append(
                 {

@@ -129,6 +129,37 @@ def test_packed_layout_is_as_documented() -> None:
     assert spec.unpack_weights(odd, 9).tolist() == [[0, 1, 1, 1, 1, 1, 1, 1, 0]]
 
 
+def test_fc_layout_interleaves_blocks_of_channels_as_documented() -> None:
+    rng = np.random.default_rng(3)
+    for o, k in ((1, 1), (5, 9), (32, 16), (33, 17), (70, 100), (64, 1024)):
+        t = rng.integers(-1, 2, size=(o, k)).astype(np.int8)
+        rows = spec.pack_weights(t)
+        fc = spec.interleave_fc(rows)
+        assert fc.shape == rows.shape == (o, spec.row_bytes(k))
+        np.testing.assert_array_equal(spec.deinterleave_fc(fc), rows)
+        words = rows.view("<u2").reshape(o, 2, -1)  # [channel, plane, word]
+        flat = fc.reshape(-1)
+        for ch in {0, o - 1, o // 2}:
+            b, lane = divmod(ch, spec.FC_BLOCK)
+            n = min(spec.FC_BLOCK, o - b * spec.FC_BLOCK)
+            for plane in (0, 1):
+                for w in {0, words.shape[2] - 1}:
+                    at = b * spec.FC_BLOCK * rows.shape[1] + 2 * ((2 * w + plane) * n + lane)
+                    assert int(flat[at]) | int(flat[at + 1]) << 8 == int(words[ch, plane, w])
+        packed, _, _ = spec.encode(
+            spec.TernaryOp(
+                kind=spec.KIND_FC,
+                weights=t,
+                bias=np.zeros(o, np.int32),
+                multiplier=np.full(o, 1 << 30, np.int32),
+                shift=np.zeros(o, np.int32),
+                in_zp=0,
+                out_zp=0,
+            )
+        )
+        np.testing.assert_array_equal(packed, fc)
+
+
 def test_options_layout_round_trip() -> None:
     rng = np.random.default_rng(2)
     for kind in (spec.KIND_FC, spec.KIND_CONV2D):
@@ -224,6 +255,35 @@ def test_requantization_bit_exact(kernels: TernaryKernels) -> None:
     assert _mbqm_python(3, 2**30, 0) == 2 and _mbqm_python(-3, 2**30, 0) == -1
     assert reference.rounding_divide_by_pot(np.array([3, -3]), np.array(1)).tolist() == [2, -2]
     assert kernels.mbqm(6, 2**30, -1) == 2 and kernels.mbqm(-6, 2**30, -1) == -2
+
+
+def test_vector_requantization_bit_exact_in_every_isa(kernels: TernaryKernels) -> None:
+    """The FC kernels requantize many channels at once: with zero weights the accumulator is the
+    bias, so 3005 channels carry the extreme accumulators, multipliers and shifts above."""
+    rng = np.random.default_rng(8)
+    n = 3005
+    bias = np.concatenate([rng.integers(INT32_MIN, INT32_MAX, n - 5, endpoint=True), [INT32_MIN, INT32_MAX, 0, -1, 1]])
+    mult = np.concatenate([rng.integers(0, 2**31, n - 5), [0, 2**31 - 1, 2**30, 1, 2**31 - 1]])
+    shift = np.concatenate([rng.integers(-31, 31, n - 5), [-31, 30, 0, -1, 30]])
+    for out_zp, (act_min, act_max) in ((-128, (-128, 127)), (127, (-128, 127)), (5, (-20, 40))):
+        op = spec.TernaryOp(
+            kind=spec.KIND_FC,
+            weights=np.zeros((n, 16), np.int8),
+            bias=bias.astype(np.int32),
+            multiplier=mult.astype(np.int32),
+            shift=shift.astype(np.int32),
+            in_zp=3,
+            out_zp=out_zp,
+            act_min=act_min,
+            act_max=act_max,
+        )
+        packed, qparams, _ = spec.encode(op)
+        x = rng.integers(-128, 128, size=(2, 16)).astype(np.int8)
+        want = reference.run(x, packed, qparams)
+        for level in _isa_levels(kernels):
+            kernels.set_isa(level)
+            np.testing.assert_array_equal(kernels.run(x, packed, qparams), want, err_msg=kernels.isa)
+    kernels.set_isa(-1)
 
 
 def _naive_conv(op: spec.TernaryOp, x: np.ndarray) -> np.ndarray:
@@ -323,28 +383,34 @@ def test_c_kernel_rejects_bad_input(kernels: TernaryKernels) -> None:
     with pytest.raises(NativeError, match="depth"):
         kernels.run(x, packed, qparams)
     bad = qparams.copy()
-    bad[1] = 2  # format version
+    bad[1] = spec.FORMAT_VERSION + 1  # a format version this library does not read
     with pytest.raises(NativeError, match="version"):
         kernels.run(x[:, :-1], packed, bad)
 
 
 def test_long_rows_do_not_overflow(kernels: TernaryKernels) -> None:
-    """Depth 4096 with all +1 weights and x = 127: exercises the widening in every SIMD path."""
-    op = spec.TernaryOp(
-        kind=spec.KIND_FC,
-        weights=np.ones((3, 4096), dtype=np.int8),
-        bias=np.zeros(3, np.int32),
-        multiplier=np.full(3, 2**30, np.int32),
-        shift=np.array([-12, -13, -20], np.int32),
-        in_zp=-128,
-        out_zp=0,
-    )
-    packed, qparams, _ = spec.encode(op)
-    x = np.full((1, 4096), 127, dtype=np.int8)
-    want = reference.run(x, packed, qparams)
-    for level in _isa_levels(kernels):
-        kernels.set_isa(level)
-        np.testing.assert_array_equal(kernels.run(x, packed, qparams), want)
+    """Depth 4096, every weight +1 or every weight −1, and |x − in_zp| = 255 everywhere: exercises
+    the widening of the narrow accumulators in every SIMD path (35 channels: a full FC block and a
+    partial one)."""
+    o, k = 35, 4096
+    weights = np.where((np.arange(o) % 2 == 0)[:, None], 1, -1) * np.ones((o, k), dtype=np.int8)
+    for x_value, in_zp in ((127, -128), (-128, 127)):
+        op = spec.TernaryOp(
+            kind=spec.KIND_FC,
+            weights=weights.astype(np.int8),
+            bias=np.zeros(o, np.int32),
+            multiplier=np.full(o, 2**30, np.int32),
+            shift=np.resize(np.array([-12, -13, -20], np.int32), o),
+            in_zp=in_zp,
+            out_zp=0,
+        )
+        packed, qparams, _ = spec.encode(op)
+        x = np.full((1, k), x_value, dtype=np.int8)
+        want = reference.run(x, packed, qparams)
+        assert np.abs(want).max() > 60  # the sums are large, not clamped to nothing
+        for level in _isa_levels(kernels):
+            kernels.set_isa(level)
+            np.testing.assert_array_equal(kernels.run(x, packed, qparams), want, err_msg=kernels.isa)
     kernels.set_isa(-1)
 
 

@@ -9,7 +9,8 @@ custom-op API gives a kernel no per-node state, only the node's input tensors):
 
 - input 0: the int8 activation (``[..., K]`` for FC, ``[N, H, W, C]`` NHWC for conv);
 - input 1: the packed ternary weights, uint8 ``[O, RB]`` (FC) or ``[O, KH, KW, RB]`` (conv),
-  ``RB = row_bytes(in_depth)``;
+  ``RB = row_bytes(in_depth)``; conv rows are contiguous, FC rows are interleaved in blocks of
+  ``FC_BLOCK`` output channels (:func:`interleave_fc`);
 - input 2: ``qparams``, int32: the 20-word header, then ``bias[O]``, ``multiplier[O]``, ``shift[O]``,
   zero-filled to the tensor's size. Its shape is ``[L]`` (FC) or
   ``[stride_h, stride_w, dilation_h, dilation_w, padding + 1, L]`` (conv) so that a runtime can infer
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 MAGIC = 0x31545145  # b"EQT1" little-endian
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HEADER_WORDS = 20
 HEADER_BYTES = 4 * HEADER_WORDS
 
@@ -65,9 +66,13 @@ class FormatError(ValueError):
     """The bytes do not follow the ternary op format (wrong magic, sizes, ranges)."""
 
 
+FC_BLOCK = 32  # output channels whose FC weight rows are interleaved word by word
+
+
 def row_bytes(in_depth: int) -> int:
-    """Bytes of one packed weight row: a +1 bit plane then a −1 bit plane, each ceil(C/8) bytes."""
-    return 2 * ((int(in_depth) + 7) // 8)
+    """Bytes of one packed weight row: a +1 bit plane then a −1 bit plane, each ceil(C/16)
+    little-endian 16-bit words."""
+    return 4 * ((int(in_depth) + 15) // 16)
 
 
 @dataclass(frozen=True)
@@ -213,21 +218,19 @@ def _validate_channels(multiplier: np.ndarray, shift: np.ndarray) -> None:
 
 
 def pack_weights(weights: np.ndarray) -> np.ndarray:
-    """−1/0/+1 int8 ``[O, ..., C]`` → uint8 ``[O, ..., row_bytes(C)]``.
+    """−1/0/+1 int8 ``[O, ..., C]`` → uint8 ``[O, ..., row_bytes(C)]``, one row after the other.
 
-    Each row (one output channel, one kernel tap) is a +1 plane then a −1 plane; input channel ``c``
-    is bit ``c % 8`` (LSB first) of byte ``c // 8`` of each plane. Bits past ``C`` are zero.
+    Each row (one output channel, one kernel tap) is a +1 plane then a −1 plane of ceil(C/16)
+    little-endian 16-bit words; input channel ``c`` is bit ``c % 16`` of word ``c // 16`` (so bit
+    ``c % 8`` of byte ``c // 8``, LSB first) of each plane. Bits past ``C`` are zero.
     """
     w = np.asarray(weights)
     if w.size and (w.min() < -1 or w.max() > 1):
         raise FormatError("weights must be in {-1, 0, +1}")
-    c = w.shape[-1]
-    plus = np.packbits((w == 1).astype(np.uint8), axis=-1, bitorder="little")
-    minus = np.packbits((w == -1).astype(np.uint8), axis=-1, bitorder="little")
-    nb = (c + 7) // 8
-    if plus.shape[-1] != nb:  # C == 0 cannot happen for a valid op; keep shapes exact anyway
-        plus = plus[..., :nb]
-        minus = minus[..., :nb]
+    nb = row_bytes(w.shape[-1]) // 2
+    pad = [(0, 0)] * (w.ndim - 1) + [(0, 8 * nb - w.shape[-1])]
+    plus = np.packbits(np.pad((w == 1).astype(np.uint8), pad), axis=-1, bitorder="little")
+    minus = np.packbits(np.pad((w == -1).astype(np.uint8), pad), axis=-1, bitorder="little")
     return np.ascontiguousarray(np.concatenate([plus, minus], axis=-1), dtype=np.uint8)
 
 
@@ -242,6 +245,43 @@ def unpack_weights(packed: np.ndarray, in_depth: int) -> np.ndarray:
     plus = np.unpackbits(p[..., :nb], axis=-1, bitorder="little")[..., :in_depth]
     minus = np.unpackbits(p[..., nb:], axis=-1, bitorder="little")[..., :in_depth]
     return (plus.astype(np.int8) - minus.astype(np.int8)).astype(np.int8)
+
+
+def _fc_words(rows: np.ndarray) -> np.ndarray:
+    """``[O, RB]`` bytes → ``[O, 2, W]`` 16-bit words (plane, word)."""
+    o, rb = rows.shape
+    return rows.reshape(o, rb).view("<u2").reshape(o, 2, rb // 4)
+
+
+def interleave_fc(rows: np.ndarray) -> np.ndarray:
+    """FC rows as :func:`pack_weights` writes them → the FC weight layout, same shape ``[O, RB]``.
+
+    Output channels go in blocks of ``FC_BLOCK`` (the last block holds the remaining ``n``). A block
+    stores, for each word ``w`` and plane ``p`` (+1 then −1), that word of each of its ``n``
+    channels in turn: word ``w`` of plane ``p`` of channel ``o`` (block lane ``l``) is at byte
+    ``2·((2·w + p)·n + l)`` from the block's start, ``block·FC_BLOCK·RB``. A vector kernel then
+    reads one word of 32 channels with one load.
+    """
+    r = np.ascontiguousarray(rows, dtype=np.uint8)
+    words = _fc_words(r)
+    out = np.empty_like(r)
+    for b0 in range(0, r.shape[0], FC_BLOCK):
+        blk = words[b0 : b0 + FC_BLOCK]  # [n, 2, W]
+        n = blk.shape[0]
+        out[b0 : b0 + n] = np.ascontiguousarray(blk.transpose(2, 1, 0)).view(np.uint8).reshape(n, -1)
+    return out
+
+
+def deinterleave_fc(data: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`interleave_fc`."""
+    d = np.ascontiguousarray(data, dtype=np.uint8)
+    o, rb = d.shape
+    out = np.empty_like(d)
+    for b0 in range(0, o, FC_BLOCK):
+        n = min(FC_BLOCK, o - b0)
+        blk = d[b0 : b0 + n].reshape(-1).view("<u2").reshape(rb // 4, 2, n)
+        out[b0 : b0 + n] = np.ascontiguousarray(blk.transpose(2, 1, 0)).view(np.uint8).reshape(n, rb)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,6 +347,8 @@ def decode(packed: np.ndarray, qparams: np.ndarray) -> TernaryOp:
     p = np.asarray(packed)
     if p.dtype != np.uint8 or tuple(p.shape) != wshape:
         raise FormatError(f"packed weights must be uint8 {wshape}, got {p.dtype} {p.shape}")
+    if h["kind"] == KIND_FC:
+        p = deinterleave_fc(p)
     bias = flat[HEADER_WORDS : HEADER_WORDS + o].copy()
     mult = flat[HEADER_WORDS + o : HEADER_WORDS + 2 * o].copy()
     shift = flat[HEADER_WORDS + 2 * o : HEADER_WORDS + 3 * o].copy()
@@ -333,7 +375,10 @@ def decode(packed: np.ndarray, qparams: np.ndarray) -> TernaryOp:
 def encode(op: TernaryOp) -> tuple[np.ndarray, np.ndarray, bytes]:
     """``(packed weights, qparams, custom options)`` for one op node."""
     qp = encode_qparams(op)
-    return pack_weights(op.weights), qp, op.header().astype("<i4").tobytes()
+    packed = pack_weights(op.weights)
+    if op.kind == KIND_FC:
+        packed = interleave_fc(packed)
+    return packed, qp, op.header().astype("<i4").tobytes()
 
 
 # ---------------------------------------------------------------------------------------------

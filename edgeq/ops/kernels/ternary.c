@@ -30,6 +30,8 @@
 
 enum { E_OK = 0, E_FORMAT = 1, E_SHAPE = 2, E_MEMORY = 3 };
 
+#define FC_BLOCK 32 /* output channels interleaved in the FC weight layout */
+
 /* ------------------------------------------------------------------------------------------ */
 /* Requantization: TFLite's MultiplyByQuantizedMultiplier (gemmlowp double rounding).          */
 
@@ -63,11 +65,18 @@ static inline int8_t requant(int32_t acc, int32_t m, int32_t s, int32_t out_zp, 
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Σ_{P bits} u − Σ_{M bits} u over c bytes of u; P and M are LSB-first bit planes. Adds
- * n₊ − n₋ (set bits of P minus set bits of M among the c lanes) to *balance.                 */
+/* Σ_{P bits} u − Σ_{M bits} u over c bytes of u; P and M are LSB-first bit planes of 16-bit
+ * little-endian words, word w of a plane at byte w·ws (ws = 2: a contiguous plane; the FC layout
+ * interleaves channels, so there ws is larger). Adds n₊ − n₋ (set bits of P minus set bits of M
+ * among the c lanes) to *balance.                                                             */
 
 typedef int32_t (*dot_fn)(const uint8_t* u, const uint8_t* P, const uint8_t* M, int32_t c,
-                          int32_t* balance);
+                          int32_t ws, int32_t* balance);
+
+static inline uint32_t word16(const uint8_t* plane, int32_t w, int32_t ws) {
+  const uint8_t* at = plane + (int64_t)w * ws;
+  return (uint32_t)at[0] | (uint32_t)at[1] << 8;
+}
 
 static const uint8_t kPopcount8[256] = {
 #define B2(n) n, n + 1, n + 1, n + 2
@@ -80,29 +89,19 @@ static const uint8_t kPopcount8[256] = {
 };
 
 static int32_t dot_scalar(const uint8_t* u, const uint8_t* P, const uint8_t* M, int32_t c,
-                          int32_t* balance) {
+                          int32_t ws, int32_t* balance) {
   uint32_t sp = 0, sm = 0;
   int32_t bal = 0;
-  int32_t b = 0;
-  for (; (b + 1) * 8 <= c; ++b) {
-    uint32_t p = P[b], m = M[b];
-    const uint8_t* v = u + 8 * b;
-    for (int j = 0; j < 8; ++j) {
+  for (int32_t w = 0; 16 * w < c; ++w) {
+    const int32_t n = c - 16 * w < 16 ? c - 16 * w : 16;
+    const uint32_t keep = n == 16 ? 0xFFFFu : (1u << n) - 1u;
+    const uint32_t p = word16(P, w, ws) & keep, m = word16(M, w, ws) & keep;
+    const uint8_t* v = u + 16 * w;
+    for (int j = 0; j < n; ++j) {
       sp += v[j] & (0u - ((p >> j) & 1u));
       sm += v[j] & (0u - ((m >> j) & 1u));
     }
-    bal += kPopcount8[p] - kPopcount8[m];
-  }
-  int rem = c - 8 * b;
-  if (rem > 0) {
-    uint32_t keep = (1u << rem) - 1u;
-    uint32_t p = P[b] & keep, m = M[b] & keep;
-    const uint8_t* v = u + 8 * b;
-    for (int j = 0; j < rem; ++j) {
-      sp += v[j] & (0u - ((p >> j) & 1u));
-      sm += v[j] & (0u - ((m >> j) & 1u));
-    }
-    bal += kPopcount8[p] - kPopcount8[m];
+    bal += kPopcount8[p & 0xFF] + kPopcount8[p >> 8] - kPopcount8[m & 0xFF] - kPopcount8[m >> 8];
   }
   *balance += bal;
   return (int32_t)(sp - sm);
@@ -111,7 +110,7 @@ static int32_t dot_scalar(const uint8_t* u, const uint8_t* P, const uint8_t* M, 
 #ifdef EDGEQ_X86
 __attribute__((target("avx2,popcnt"))) static int32_t dot_avx2(const uint8_t* u, const uint8_t* P,
                                                                 const uint8_t* M, int32_t c,
-                                                                int32_t* balance) {
+                                                                int32_t ws, int32_t* balance) {
   const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2,
                                         2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
   const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
@@ -119,9 +118,8 @@ __attribute__((target("avx2,popcnt"))) static int32_t dot_avx2(const uint8_t* u,
   __m256i accp = zero, accm = zero;
   int32_t i = 0, bal = 0;
   for (; i + 32 <= c; i += 32) {
-    uint32_t pw, mw;
-    memcpy(&pw, P + i / 8, 4);
-    memcpy(&mw, M + i / 8, 4);
+    const uint32_t pw = word16(P, i / 16, ws) | word16(P, i / 16 + 1, ws) << 16;
+    const uint32_t mw = word16(M, i / 16, ws) | word16(M, i / 16 + 1, ws) << 16;
     bal += __builtin_popcount(pw) - __builtin_popcount(mw);
     __m256i v = _mm256_loadu_si256((const __m256i*)(u + i));
     __m256i pm = _mm256_shuffle_epi8(_mm256_set1_epi32((int)pw), shuf);
@@ -135,9 +133,7 @@ __attribute__((target("avx2,popcnt"))) static int32_t dot_avx2(const uint8_t* u,
   __m128i s = _mm_add_epi64(_mm256_castsi256_si128(d), _mm256_extracti128_si256(d, 1));
   if (i + 16 <= c) {
     /* A 16-byte step before the scalar tail: conv taps are often 16 or 48 channels. */
-    uint16_t pw, mw;
-    memcpy(&pw, P + i / 8, 2);
-    memcpy(&mw, M + i / 8, 2);
+    const uint32_t pw = word16(P, i / 16, ws), mw = word16(M, i / 16, ws);
     bal += __builtin_popcount(pw) - __builtin_popcount(mw);
     const __m128i shuf16 = _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     const __m128i bits16 = _mm_set1_epi64x((long long)0x8040201008040201ULL);
@@ -152,19 +148,28 @@ __attribute__((target("avx2,popcnt"))) static int32_t dot_avx2(const uint8_t* u,
   }
   int64_t total = _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
   *balance += bal;
-  if (i < c) total += dot_scalar(u + i, P + i / 8, M + i / 8, c - i, balance);
+  if (i < c) total += dot_scalar(u + i, P + i / 16 * ws, M + i / 16 * ws, c - i, ws, balance);
   return (int32_t)total;
 }
 
+/* nw (≤ 4) consecutive words of a plane from word w on, as one 64-bit mask. */
+static inline uint64_t words64(const uint8_t* plane, int32_t w, int32_t nw, int32_t ws) {
+  uint64_t v = 0;
+  if (ws == 2 && nw == 4) {
+    memcpy(&v, plane + 2 * (int64_t)w, 8);
+    return v;
+  }
+  for (int32_t j = 0; j < nw; ++j) v |= (uint64_t)word16(plane, w + j, ws) << (16 * j);
+  return v;
+}
+
 __attribute__((target("avx512f,avx512bw,popcnt"))) static int32_t dot_avx512(
-    const uint8_t* u, const uint8_t* P, const uint8_t* M, int32_t c, int32_t* balance) {
+    const uint8_t* u, const uint8_t* P, const uint8_t* M, int32_t c, int32_t ws, int32_t* balance) {
   const __m512i zero = _mm512_setzero_si512();
   __m512i accp = zero, accm = zero;
   int32_t i = 0, bal = 0;
   for (; i + 64 <= c; i += 64) {
-    uint64_t pw, mw;
-    memcpy(&pw, P + i / 8, 8);
-    memcpy(&mw, M + i / 8, 8);
+    const uint64_t pw = words64(P, i / 16, 4, ws), mw = words64(M, i / 16, 4, ws);
     bal += __builtin_popcountll(pw) - __builtin_popcountll(mw);
     __m512i v = _mm512_loadu_si512((const void*)(u + i));
     accp = _mm512_add_epi64(accp, _mm512_sad_epu8(_mm512_maskz_mov_epi8(pw, v), zero));
@@ -173,15 +178,10 @@ __attribute__((target("avx512f,avx512bw,popcnt"))) static int32_t dot_avx512(
   if (i < c) {
     int32_t rem = c - i; /* 1..63 */
     uint64_t lanes = ((uint64_t)1 << rem) - 1;
-    uint64_t pw = 0, mw = 0;
-    /* A byte loop, not memcpy of a variable length: that was a library call per dot, and conv
+    /* Word loads, not memcpy of a variable length: that was a library call per dot, and conv
      * dots are short (one tap: C channels); 3x faster on a 3x3x16 conv. */
-    for (int32_t j = 0, nb = (rem + 7) / 8; j < nb; ++j) {
-      pw |= (uint64_t)P[i / 8 + j] << (8 * j);
-      mw |= (uint64_t)M[i / 8 + j] << (8 * j);
-    }
-    pw &= lanes;
-    mw &= lanes;
+    const int32_t nw = (rem + 15) / 16;
+    const uint64_t pw = words64(P, i / 16, nw, ws) & lanes, mw = words64(M, i / 16, nw, ws) & lanes;
     bal += __builtin_popcountll(pw) - __builtin_popcountll(mw);
     __m512i v = _mm512_maskz_loadu_epi8(lanes, (const void*)(u + i));
     accp = _mm512_add_epi64(accp, _mm512_sad_epu8(_mm512_maskz_mov_epi8(pw, v), zero));
@@ -189,6 +189,142 @@ __attribute__((target("avx512f,avx512bw,popcnt"))) static int32_t dot_avx512(
   }
   *balance += bal;
   return (int32_t)(_mm512_reduce_add_epi64(accp) - _mm512_reduce_add_epi64(accm));
+}
+
+/* FC, AVX-512BW, table lookups over the row-interleaved layout (docs/custom_ops.md, "FC
+ * layout"). The input becomes int16 lanes x − in_zp (|·| ≤ 255, zero past K). For every 16-input
+ * word of it, tables of subset sums: inputs 0–5 and 6–11 of the word (64 entries each, two
+ * vectors) and 12–15 (16 entries). A block of 32 output channels stores word w of its +1 planes as
+ * 32 int16 lanes, one per channel: that vector is itself the index vector of a lookup (VPERMT2W
+ * reads the low 6 bits of each lane, so a shift selects the next group), and one lookup adds six
+ * inputs for 32 channels. The −1 planes are looked up the same way and subtracted. No
+ * multiplications; the int16 sums are widened to int32 every FC_FLUSH words
+ * (a word adds at most 16 · 255 per lane: 8 · 4080 < 2^15). */
+#define FC_FLUSH 8
+#define FC_TABLES 5 /* vectors per input word */
+
+__attribute__((target("avx512f,avx512bw"))) static void fc_tables_avx512(const int16_t* xs,
+                                                                         int32_t words, __m512i* t) {
+  /* lane i of a table vector gets input j when bit j of i is set */
+  static const __mmask32 kBit[5] = {0xAAAAAAAAu, 0xCCCCCCCCu, 0xF0F0F0F0u, 0xFF00FF00u,
+                                    0xFFFF0000u};
+  const __m512i zero = _mm512_setzero_si512();
+  for (int32_t w = 0; w < words; ++w, t += FC_TABLES) {
+    const int16_t* xw = xs + 16 * (int64_t)w;
+    for (int g = 0; g < 2; ++g) {
+      __m512i lo = zero;
+      for (int j = 0; j < 5; ++j) lo = _mm512_mask_add_epi16(lo, kBit[j], lo, _mm512_set1_epi16(xw[6 * g + j]));
+      t[2 * g] = lo;
+      t[2 * g + 1] = _mm512_add_epi16(lo, _mm512_set1_epi16(xw[6 * g + 5]));
+    }
+    __m512i last = zero;
+    for (int j = 0; j < 4; ++j) last = _mm512_mask_add_epi16(last, kBit[j], last, _mm512_set1_epi16(xw[12 + j]));
+    t[4] = last;
+  }
+}
+
+__attribute__((target("avx512f,avx512bw"))) static inline __m512i widen_lo(__m512i v) {
+  return _mm512_cvtepi16_epi32(_mm512_castsi512_si256(v));
+}
+__attribute__((target("avx512f,avx512bw"))) static inline __m512i widen_hi(__m512i v) {
+  return _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(v, 1));
+}
+
+/* Σ t·(x − in_zp) for the n (≤ 32) channels of one block; sums[l] for channel l. */
+__attribute__((target("avx512f,avx512bw"))) static void fc_block_avx512(const uint8_t* wb,
+                                                                        int32_t n, int32_t words,
+                                                                        const __m512i* tab,
+                                                                        int32_t* sums) {
+  const __mmask32 lanes = n == FC_BLOCK ? ~(__mmask32)0 : (((__mmask32)1 << n) - 1);
+  const uint16_t* plane = (const uint16_t*)(const void*)wb;
+  __m512i lo = _mm512_setzero_si512(), hi = lo;
+  for (int32_t w0 = 0; w0 < words; w0 += FC_FLUSH) {
+    const int32_t w1 = words - w0 < FC_FLUSH ? words : w0 + FC_FLUSH;
+    __m512i ap = _mm512_setzero_si512(), am = ap;
+    for (int32_t w = w0; w < w1; ++w) {
+      const __m512i* t = tab + (int64_t)FC_TABLES * w;
+      const __m512i P = _mm512_maskz_loadu_epi16(lanes, plane + (int64_t)2 * w * n);
+      const __m512i M = _mm512_maskz_loadu_epi16(lanes, plane + (int64_t)(2 * w + 1) * n);
+      ap = _mm512_add_epi16(ap, _mm512_permutex2var_epi16(t[0], P, t[1]));
+      am = _mm512_add_epi16(am, _mm512_permutex2var_epi16(t[0], M, t[1]));
+      ap = _mm512_add_epi16(ap, _mm512_permutex2var_epi16(t[2], _mm512_srli_epi16(P, 6), t[3]));
+      am = _mm512_add_epi16(am, _mm512_permutex2var_epi16(t[2], _mm512_srli_epi16(M, 6), t[3]));
+      ap = _mm512_add_epi16(ap, _mm512_permutexvar_epi16(_mm512_srli_epi16(P, 12), t[4]));
+      am = _mm512_add_epi16(am, _mm512_permutexvar_epi16(_mm512_srli_epi16(M, 12), t[4]));
+    }
+    lo = _mm512_add_epi32(lo, _mm512_sub_epi32(widen_lo(ap), widen_lo(am)));
+    hi = _mm512_add_epi32(hi, _mm512_sub_epi32(widen_hi(ap), widen_hi(am)));
+  }
+  _mm512_storeu_si512((void*)sums, lo);
+  _mm512_storeu_si512((void*)(sums + 16), hi);
+}
+
+/* requant() for n ≤ 16 channels at once, bit-exact (multiplier ≥ 0, as parse() guarantees, so
+ * the INT32_MIN · INT32_MIN case of srdhm cannot occur). y[l] for acc[l], channel c0 + l. */
+__attribute__((target("avx512f,avx512bw"))) static void requant16_avx512(
+    const edgeq_ternary_params* p, const int32_t* acc, int32_t c0, int32_t n, int8_t* y) {
+  const __mmask16 lanes = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i a0 = _mm512_maskz_loadu_epi32(lanes, acc);
+  const __m512i m = _mm512_maskz_loadu_epi32(lanes, p->multiplier + c0);
+  const __m512i sh = _mm512_maskz_loadu_epi32(lanes, p->shift + c0);
+  const __m512i left = _mm512_max_epi32(sh, zero), right = _mm512_max_epi32(_mm512_sub_epi32(zero, sh), zero);
+  const __m512i a = _mm512_sllv_epi32(a0, left); /* wraps, as defined */
+  /* srdhm: (a·m + nudge) / 2^31 toward zero, even and odd lanes as 64-bit products */
+  const __m512i pos = _mm512_set1_epi64((long long)1 << 30), neg = _mm512_set1_epi64(1 - ((long long)1 << 30));
+  const __m512i bias31 = _mm512_set1_epi64(((long long)1 << 31) - 1);
+  __m512i prod[2] = {_mm512_mul_epi32(a, m), _mm512_mul_epi32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(m, 32))};
+  for (int h = 0; h < 2; ++h) {
+    __mmask8 negative = _mm512_cmplt_epi64_mask(prod[h], zero);
+    __m512i v = _mm512_add_epi64(prod[h], _mm512_mask_blend_epi64(negative, pos, neg));
+    negative = _mm512_cmplt_epi64_mask(v, zero);
+    prod[h] = _mm512_srai_epi64(_mm512_mask_add_epi64(v, negative, v, bias31), 31);
+  }
+  const __m512i hi = _mm512_mask_blend_epi32((__mmask16)0xAAAA, prod[0], _mm512_slli_epi64(prod[1], 32));
+  /* rounding divide by 2^right */
+  const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(_mm512_set1_epi32(1), right), _mm512_set1_epi32(1));
+  const __m512i rem = _mm512_and_si512(hi, mask);
+  __m512i thr = _mm512_srai_epi32(mask, 1);
+  thr = _mm512_mask_add_epi32(thr, _mm512_cmplt_epi32_mask(hi, zero), thr, _mm512_set1_epi32(1));
+  __m512i out = _mm512_srav_epi32(hi, right);
+  out = _mm512_mask_add_epi32(out, _mm512_cmpgt_epi32_mask(rem, thr), out, _mm512_set1_epi32(1));
+  /* clamp(out + zp, lo, hi) as clamp(out, lo − zp, hi − zp) + zp: the sum cannot wrap */
+  out = _mm512_max_epi32(out, _mm512_set1_epi32(p->act_min - p->out_zp));
+  out = _mm512_min_epi32(out, _mm512_set1_epi32(p->act_max - p->out_zp));
+  out = _mm512_add_epi32(out, _mm512_set1_epi32(p->out_zp));
+  _mm512_mask_cvtepi32_storeu_epi8(y, lanes, out);
+}
+
+/* All rows of an FC op. Returns 0 when out of memory (the caller falls back). */
+__attribute__((target("avx512f,avx512bw"))) static int fc_avx512(const edgeq_ternary_params* p,
+                                                                  const uint8_t* w, const int8_t* x,
+                                                                  int64_t rows, int8_t* y) {
+  const int32_t k = p->in_depth, o_n = p->out_depth, rb = p->row_bytes, words = rb / 4;
+  int16_t* xs = (int16_t*)aligned_alloc(64, sizeof(int16_t) * 16 * (size_t)words);
+  __m512i* tab = (__m512i*)aligned_alloc(64, sizeof(__m512i) * FC_TABLES * (size_t)words);
+  if (!xs || !tab) {
+    free(xs);
+    free(tab);
+    return 0;
+  }
+  memset(xs, 0, sizeof(int16_t) * 16 * (size_t)words);
+  int32_t sums[FC_BLOCK];
+  for (int64_t r = 0; r < rows; ++r) {
+    const int8_t* xr = x + r * k;
+    int8_t* yr = y + r * o_n;
+    for (int32_t i = 0; i < k; ++i) xs[i] = (int16_t)(xr[i] - p->in_zp);
+    fc_tables_avx512(xs, words, tab);
+    for (int32_t o = 0; o < o_n; o += FC_BLOCK) {
+      const int32_t n = o_n - o < FC_BLOCK ? o_n - o : FC_BLOCK;
+      fc_block_avx512(w + (int64_t)o * rb, n, words, tab, sums);
+      for (int32_t l = 0; l < n; ++l) sums[l] = (int32_t)((uint32_t)p->bias[o + l] + (uint32_t)sums[l]);
+      requant16_avx512(p, sums, o, n, yr + o);
+      if (n > 16) requant16_avx512(p, sums + 16, o + 16, n - 16, yr + o + 16);
+    }
+  }
+  free(xs);
+  free(tab);
+  return 1;
 }
 
 /* Conv with a whole kernel row in one vector: when dilation_w is 1 and kw·c ≤ 64 (c a multiple of
@@ -257,7 +393,7 @@ __attribute__((target("avx512f,avx512bw,popcnt"))) static int conv_rows_avx512(
 
 #ifdef EDGEQ_NEON
 static int32_t dot_neon(const uint8_t* u, const uint8_t* P, const uint8_t* M, int32_t c,
-                        int32_t* balance) {
+                        int32_t ws, int32_t* balance) {
   static const uint8_t kBits[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
   const uint8x16_t bits = vld1q_u8(kBits);
   uint32x4_t accp = vdupq_n_u32(0), accm = vdupq_n_u32(0);
@@ -268,10 +404,11 @@ static int32_t dot_neon(const uint8_t* u, const uint8_t* P, const uint8_t* M, in
     uint16x8_t p16 = vdupq_n_u16(0), m16 = vdupq_n_u16(0);
     for (; i + 16 <= end; i += 16) {
       uint8x16_t v = vld1q_u8(u + i);
-      uint8x16_t pb = vcombine_u8(vdup_n_u8(P[i / 8]), vdup_n_u8(P[i / 8 + 1]));
-      uint8x16_t mb = vcombine_u8(vdup_n_u8(M[i / 8]), vdup_n_u8(M[i / 8 + 1]));
-      bal += kPopcount8[P[i / 8]] + kPopcount8[P[i / 8 + 1]] - kPopcount8[M[i / 8]] -
-             kPopcount8[M[i / 8 + 1]];
+      const uint8_t* pw = P + (int64_t)(i / 16) * ws;
+      const uint8_t* mw = M + (int64_t)(i / 16) * ws;
+      uint8x16_t pb = vcombine_u8(vdup_n_u8(pw[0]), vdup_n_u8(pw[1]));
+      uint8x16_t mb = vcombine_u8(vdup_n_u8(mw[0]), vdup_n_u8(mw[1]));
+      bal += kPopcount8[pw[0]] + kPopcount8[pw[1]] - kPopcount8[mw[0]] - kPopcount8[mw[1]];
       p16 = vpadalq_u8(p16, vandq_u8(v, vtstq_u8(pb, bits)));
       m16 = vpadalq_u8(m16, vandq_u8(v, vtstq_u8(mb, bits)));
     }
@@ -280,7 +417,7 @@ static int32_t dot_neon(const uint8_t* u, const uint8_t* P, const uint8_t* M, in
   }
   int64_t total = (int64_t)vaddvq_u32(accp) - (int64_t)vaddvq_u32(accm);
   *balance += bal;
-  if (i < c) total += dot_scalar(u + i, P + i / 8, M + i / 8, c - i, balance);
+  if (i < c) total += dot_scalar(u + i, P + i / 16 * ws, M + i / 16 * ws, c - i, ws, balance);
   return (int32_t)total;
 }
 #endif /* EDGEQ_NEON */
@@ -349,7 +486,7 @@ const char* edgeq_ternary_isa_name(void) {
 /* ------------------------------------------------------------------------------------------ */
 /* Format parsing and shapes                                                                   */
 
-static int32_t rb_of(int32_t depth) { return 2 * ((depth + 7) / 8); }
+static int32_t rb_of(int32_t depth) { return 4 * ((depth + 15) / 16); }
 
 int edgeq_ternary_parse(const int32_t* q, int64_t n, edgeq_ternary_params* p, char* err,
                         size_t errlen) {
@@ -399,7 +536,16 @@ int edgeq_ternary_parse(const int32_t* q, int64_t n, edgeq_ternary_params* p, ch
   p->bias = q + EDGEQ_TERNARY_HEADER_WORDS;
   p->multiplier = p->bias + p->out_depth;
   p->shift = p->multiplier + p->out_depth;
-  for (int32_t o = 0; o < p->out_depth; ++o) {
+  /* min/max reductions first (they vectorize; this runs on every call), the culprit only if bad */
+  const int32_t *mult = p->multiplier, *shift = p->shift, o_n = p->out_depth;
+  int32_t mmin = 0, smin = 0, smax = 0;
+  for (int32_t o = 0; o < o_n; ++o) {
+    mmin = mult[o] < mmin ? mult[o] : mmin;
+    smin = shift[o] < smin ? shift[o] : smin;
+    smax = shift[o] > smax ? shift[o] : smax;
+  }
+  const int bad = mmin < 0 || smin < -31 || smax > 30;
+  for (int32_t o = 0; bad && o < p->out_depth; ++o) {
     if (p->multiplier[o] < 0) FAIL(E_FORMAT, "multiplier[%d] negative", o);
     if (p->shift[o] < -31 || p->shift[o] > 30) FAIL(E_FORMAT, "shift[%d] outside [-31, 30]", o);
   }
@@ -450,22 +596,25 @@ int edgeq_ternary_infer_shape(int kind, const int32_t* x, int xr, const int32_t*
 
 static int eval_fc(const edgeq_ternary_params* p, const uint8_t* w, const int8_t* x, int64_t rows,
                    int8_t* y, char* err, size_t errlen) {
-  const int32_t k = p->in_depth, o_n = p->out_depth, rb = p->row_bytes, half = rb / 2;
+  const int32_t k = p->in_depth, o_n = p->out_depth, rb = p->row_bytes;
+  dot_fn dot = pick_dot();
+#ifdef EDGEQ_X86
+  if (dot == dot_avx512 && fc_avx512(p, w, x, rows, y)) return E_OK;
+#endif
   uint8_t* u = (uint8_t*)malloc((size_t)(rows * k) + 64);
   if (!u) FAIL(E_MEMORY, "out of memory");
   for (int64_t i = 0; i < rows * k; ++i) u[i] = (uint8_t)x[i] ^ 0x80u;
   const uint32_t corr = (uint32_t)(128 + p->in_zp);
-  dot_fn dot = pick_dot();
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint8_t* ur = u + r * k;
-    int8_t* yr = y + r * o_n;
-    for (int32_t o = 0; o < o_n; ++o) {
-      const uint8_t* row = w + (int64_t)o * rb;
+  for (int32_t o = 0; o < o_n; ++o) {
+    /* the FC layout: word w of channel o's +1 plane at blk + 2·(2w·n + l), −1 plane n words on */
+    const int32_t b0 = o - o % FC_BLOCK, l = o - b0, n = o_n - b0 < FC_BLOCK ? o_n - b0 : FC_BLOCK;
+    const uint8_t* plus = w + (int64_t)b0 * rb + 2 * l;
+    for (int64_t r = 0; r < rows; ++r) {
       int32_t bal = 0;
-      uint32_t s = (uint32_t)dot(ur, row, row + half, k, &bal);
+      uint32_t s = (uint32_t)dot(u + r * k, plus, plus + 2 * n, k, 4 * n, &bal);
       /* bias + (Σ₊u − Σ₋u) − (128 + in_zp)(n₊ − n₋), wrapping in 32 bits */
       int32_t acc = (int32_t)((uint32_t)p->bias[o] + s - corr * (uint32_t)bal);
-      yr[o] = requant(acc, p->multiplier[o], p->shift[o], p->out_zp, p->act_min, p->act_max);
+      y[r * o_n + o] = requant(acc, p->multiplier[o], p->shift[o], p->out_zp, p->act_min, p->act_max);
     }
   }
   free(u);
@@ -517,7 +666,7 @@ static int eval_conv(const edgeq_ternary_params* p, const uint8_t* w, const int8
           for (int32_t ky = 0; ky < kh; ++ky)
             for (int32_t kx = 0; kx < kw; ++kx, row += rb)
               s += (uint32_t)dot(base + ((int64_t)ky * dh * wp + (int64_t)kx * dw) * c, row,
-                                 row + half, c, &bal);
+                                 row + half, c, 2, &bal);
           yp[o] = requant((int32_t)(s - corr * (uint32_t)bal), p->multiplier[o], p->shift[o],
                           p->out_zp, p->act_min, p->act_max);
         }
