@@ -262,7 +262,9 @@ def test_vector_requantization_bit_exact_in_every_isa(kernels: TernaryKernels) -
     bias, so 3005 channels carry the extreme accumulators, multipliers and shifts above."""
     rng = np.random.default_rng(8)
     n = 3005
-    bias = np.concatenate([rng.integers(INT32_MIN, INT32_MAX, n - 5, endpoint=True), [INT32_MIN, INT32_MAX, 0, -1, 1]])
+    bias = np.concatenate(
+        [rng.integers(INT32_MIN, INT32_MAX, n - 5, endpoint=True), [INT32_MIN, INT32_MAX, 0, -1, 1]]
+    )
     mult = np.concatenate([rng.integers(0, 2**31, n - 5), [0, 2**31 - 1, 2**30, 1, 2**31 - 1]])
     shift = np.concatenate([rng.integers(-31, 31, n - 5), [-31, 30, 0, -1, 30]])
     for out_zp, (act_min, act_max) in ((-128, (-128, 127)), (127, (-128, 127)), (5, (-20, 40))):
