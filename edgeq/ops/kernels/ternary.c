@@ -6,6 +6,8 @@
  * byte moves / compares and PSADBW; NEON: VTST and pairwise widening adds; scalar: AND with a
  * 0/0xFF mask). The +128 and the input zero point come back as one per-channel correction,
  * (128 + in_zp) · (n₊ − n₋), with n₊/n₋ counted by popcount. Requantization is fixed point.
+ * FC with AVX-512 instead adds precomputed subset sums of the input, looked up with the weight
+ * words of 32 channels as the index vector (fc_block_avx512).
  */
 #include "ternary.h"
 
