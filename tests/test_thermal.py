@@ -15,6 +15,7 @@ import pytest
 from test_power import (
     REPO,
     board_cgroup,
+    home,  # noqa: F401  (a fixture: EDGEQ_HOME in tmp_path)
     load_emulator,
     put,
     run_runner,
@@ -189,6 +190,50 @@ def test_governor_is_restored_when_the_runner_is_terminated(tiny_model: Path, tm
     assert code == 130
     assert json.loads(rest.strip().splitlines()[-1])["event"] == "error"
     assert read_governors(str(sysfs)) == {"policy0": "schedutil"}
+
+
+@pytest.mark.usefixtures("home")
+def test_governor_is_restored_when_a_local_run_times_out(tiny_model: Path, tmp_path: Path) -> None:
+    """The local device stops a timed-out runner as SSH does (TERM, then KILL after a grace period)."""
+    from edgeq.errors import DeviceError
+    from edgeq.profiling import profile
+
+    sysfs = static_tree(tmp_path / "emu", governor="schedutil")
+    with pytest.raises(DeviceError, match="timed out"):
+        profile(
+            tiny_model,
+            runs=1,
+            warmup=0,
+            min_seconds=120,
+            timeout=4,
+            set_governor="performance",
+            sysfs_root=str(sysfs),
+        )
+    assert read_governors(str(sysfs)) == {"policy0": "schedutil"}
+
+
+def test_local_transport_terminates_before_it_kills(tmp_path: Path) -> None:
+    from edgeq.devices.transport import STOP_GRACE_S, LocalTransport
+    from edgeq.errors import DeviceError
+
+    marker = tmp_path / "cleaned-up"
+    polite = (
+        "import pathlib, signal, sys, time\n"
+        "def bye(*_):\n    pathlib.Path(sys.argv[1]).write_text('yes')\n    sys.exit(3)\n"
+        "signal.signal(signal.SIGTERM, bye)\nprint('up', flush=True)\ntime.sleep(60)\n"
+    )
+    for stream in (None, lambda line: None):
+        with pytest.raises(DeviceError, match="timed out"):
+            LocalTransport().run(
+                [sys.executable, "-c", polite, str(marker)], timeout=1, on_stdout_line=stream
+            )
+        assert marker.read_text() == "yes"
+        marker.unlink()
+    stubborn = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)\n"
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError, match="timed out"):
+        LocalTransport().run([sys.executable, "-c", stubborn], timeout=0.5, on_stdout_line=lambda line: None)
+    assert time.monotonic() - t0 < 0.5 + STOP_GRACE_S + 5
 
 
 def test_governor_is_restored_when_the_measurement_fails(tmp_path: Path) -> None:

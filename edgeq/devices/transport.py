@@ -59,6 +59,22 @@ class Transport(Protocol):
     ) -> None: ...
 
 
+STOP_GRACE_S = 3.0  # how long a stopped device-side process gets to clean up before SIGKILL
+
+
+def stop_process(proc: subprocess.Popen[str], grace_s: float = STOP_GRACE_S) -> None:
+    """TERM first, so that the runner can clean up (restore the governor, remove partial files),
+    then KILL if it is still there after ``grace_s``. Returns once the process has exited."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class LocalTransport:
     """The host itself as a device: subprocesses and local file copies."""
 
@@ -97,8 +113,14 @@ class LocalTransport:
             t = threading.Thread(target=lambda: err_chunks.append(stderr.read()), daemon=True)
             t.start()
             timer = None
+            timed_out = threading.Event()
             if timeout is not None:
-                timer = threading.Timer(timeout, proc.kill)
+
+                def on_timeout() -> None:
+                    timed_out.set()
+                    stop_process(proc)
+
+                timer = threading.Timer(timeout, on_timeout)
                 timer.start()
             try:
                 for line in proc.stdout:
@@ -109,20 +131,18 @@ class LocalTransport:
                 if timer is not None:
                     timer.cancel()
             t.join(timeout=5)
-            if timer is not None and not timer.is_alive() and proc.returncode < 0 and timeout:
+            if timed_out.is_set() and timeout:
                 raise subprocess.TimeoutExpired(list(argv), timeout)
             return CommandResult(proc.returncode, "".join(out_lines), "".join(err_chunks))
         except subprocess.TimeoutExpired as exc:
-            proc.kill()
-            proc.wait()
+            stop_process(proc)
             raise DeviceError(
                 f"command timed out after {timeout:.0f} s on the local device: {argv[0]}",
                 "raise the timeout or lower --runs / --min-seconds",
             ) from exc
         except BaseException:
             # Ctrl-C (or any error) on the host stops the device-side process too.
-            proc.kill()
-            proc.wait()
+            stop_process(proc)
             raise
 
     def put(self, local: Path, remote: str) -> int:
