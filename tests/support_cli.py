@@ -44,57 +44,33 @@ def assert_clean_error(run: Run, code: int, *needles: str) -> None:
         assert n in lines[0], (n, lines[0])
 
 
-@pytest.fixture(scope="session")
-def pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One default pipeline on a small epoch budget; its outputs serve many tests."""
-    out = tmp_path_factory.mktemp("pipeline") / "out"
-    home = tmp_path_factory.mktemp("edgeq-home")
+def _session_pipeline(factory: pytest.TempPathFactory, name: str, *options: str) -> Path:
+    out = factory.mktemp(name) / "out"
+    home = factory.mktemp(f"edgeq-home-{name}")
     run = edgeq(
-        "pipeline",
-        "--out",
-        out,
-        "--teacher-epochs",
-        "3",
-        "--student-epochs",
-        "3",
-        "--qat-epochs",
-        "1",
-        "--runs",
-        "50",
-        "--warmup",
-        "5",
-        "--max-accuracy-drop",
-        "100",
-        env={"EDGEQ_HOME": str(home)},
+        "pipeline", "--out", out, *options, "--max-accuracy-drop", "100", env={"EDGEQ_HOME": str(home)}
     )
     assert run.code == 0, run.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One default pipeline on a small epoch budget; its outputs serve many tests."""
+    return _session_pipeline(
+        tmp_path_factory,
+        "pipeline",
+        *("--teacher-epochs", "3", "--student-epochs", "3", "--qat-epochs", "1"),
+        *("--runs", "50", "--warmup", "5"),
+    )
 
 
 @pytest.fixture(scope="session")
 def ternary_pipeline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``pipeline --weights ternary`` on the smallest budget (1-2 epochs): for behaviour, not accuracy."""
-    out = tmp_path_factory.mktemp("pipeline-ternary") / "out"
-    home = tmp_path_factory.mktemp("edgeq-home-ternary")
-    run = edgeq(
-        "pipeline",
-        "--out",
-        out,
-        "--weights",
-        "ternary",
-        "--teacher-epochs",
-        "1",
-        "--student-epochs",
-        "2",
-        "--qat-epochs",
-        "1",
-        "--runs",
-        "20",
-        "--warmup",
-        "2",
-        "--max-accuracy-drop",
-        "100",
-        env={"EDGEQ_HOME": str(home)},
+    return _session_pipeline(
+        tmp_path_factory,
+        "pipeline-ternary",
+        *("--weights", "ternary", "--teacher-epochs", "1", "--student-epochs", "2", "--qat-epochs", "1"),
+        *("--runs", "20", "--warmup", "2"),
     )
-    assert run.code == 0, run.stderr
-    return out

@@ -13,7 +13,38 @@ from typing import Any, Dict, List
 import numpy as np
 
 
-class CompiledModelInterpreter:
+class FixedShapeInterpreter:
+    """The Interpreter surface shared by runtimes that compile a model for its shapes: details are
+    fixed lists (``_inputs``/``_outputs``), inputs cannot be resized, and ``set_tensor`` checks the
+    shape before ``_write_input`` hands the bytes to the runtime."""
+
+    _inputs: List[Dict[str, Any]]
+    _outputs: List[Dict[str, Any]]
+    _resize_error = "resizing inputs is not supported on this path"
+
+    def get_input_details(self) -> List[Dict[str, Any]]:
+        return [dict(d) for d in self._inputs]
+
+    def get_output_details(self) -> List[Dict[str, Any]]:
+        return [dict(d) for d in self._outputs]
+
+    def allocate_tensors(self) -> None:
+        return None  # buffers were created with the model
+
+    def resize_tensor_input(self, index: int, shape: Any, strict: bool = False) -> None:
+        raise ValueError(self._resize_error)
+
+    def set_tensor(self, index: int, value: np.ndarray) -> None:
+        d = self._inputs[index]
+        if tuple(value.shape) != tuple(int(n) for n in d["shape"]):
+            raise ValueError("input %d takes shape %s, got %s" % (index, tuple(d["shape"]), value.shape))
+        self._write_input(index, np.ascontiguousarray(value, dtype=d["dtype"]))
+
+    def _write_input(self, index: int, value: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class CompiledModelInterpreter(FixedShapeInterpreter):
     """``Interpreter(model_path=..., num_threads=...)`` look-alike over ``CompiledModel``.
 
     Tensor details (dtype, shape, quantization) come from a plain Interpreter over the same file,
@@ -69,23 +100,10 @@ class CompiledModelInterpreter:
             out.append(d)
         return out
 
-    def get_input_details(self) -> List[Dict[str, Any]]:
-        return [dict(d) for d in self._inputs]
+    _resize_error = "resizing inputs is not supported with ai-edge-litert-compiled"
 
-    def get_output_details(self) -> List[Dict[str, Any]]:
-        return [dict(d) for d in self._outputs]
-
-    def allocate_tensors(self) -> None:
-        return None  # buffers were created with the model
-
-    def resize_tensor_input(self, index: int, shape: Any, strict: bool = False) -> None:
-        raise ValueError("resizing inputs is not supported with ai-edge-litert-compiled")
-
-    def set_tensor(self, index: int, value: np.ndarray) -> None:
-        d = self._inputs[index]
-        if tuple(value.shape) != tuple(int(n) for n in d["shape"]):
-            raise ValueError("input %d takes shape %s, got %s" % (index, tuple(d["shape"]), value.shape))
-        self._in_buffers[d["name"]].write(np.ascontiguousarray(value, dtype=d["dtype"]))
+    def _write_input(self, index: int, value: np.ndarray) -> None:
+        self._in_buffers[self._inputs[index]["name"]].write(value)
 
     def invoke(self) -> None:
         # The very call benchmark_litert_model.py times.

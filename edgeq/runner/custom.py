@@ -15,12 +15,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .compiled import FixedShapeInterpreter
 from .protocol import RunnerError, one_line
 
 INSTALL_HINT = 'pip install ai-edge-litert (or: edgeq devices setup with runtime = "ai-edge-litert")'
 
 
-class CustomOpInterpreter:
+class CustomOpInterpreter(FixedShapeInterpreter):
     """``LiteRtSession`` with Interpreter-style details; ``invoke`` is the run call alone."""
 
     def __init__(self, model_path: str, library: str, info: Dict[str, Any], litert_library: str) -> None:
@@ -42,23 +43,10 @@ class CustomOpInterpreter:
                         "%s %d is %d bytes in LiteRT, %d in the file" % (what, d["index"], n, want)
                     )
 
-    def get_input_details(self) -> List[Dict[str, Any]]:
-        return [dict(d) for d in self._inputs]
+    _resize_error = "inputs of a custom-op model cannot be resized (LiteRT compiled it for its shape)"
 
-    def get_output_details(self) -> List[Dict[str, Any]]:
-        return [dict(d) for d in self._outputs]
-
-    def allocate_tensors(self) -> None:
-        return None
-
-    def resize_tensor_input(self, index: int, shape: Any, strict: bool = False) -> None:
-        raise ValueError("inputs of a custom-op model cannot be resized (LiteRT compiled it for its shape)")
-
-    def set_tensor(self, index: int, value: np.ndarray) -> None:
-        d = self._inputs[index]
-        if tuple(value.shape) != tuple(int(n) for n in d["shape"]):
-            raise ValueError("input %d takes shape %s, got %s" % (index, tuple(d["shape"]), value.shape))
-        self._session.set_input(index, np.ascontiguousarray(value, dtype=d["dtype"]).tobytes())
+    def _write_input(self, index: int, value: np.ndarray) -> None:
+        self._session.set_input(index, value.tobytes())
 
     def invoke(self) -> None:
         self._session.invoke()
