@@ -3,6 +3,7 @@ the aarch64 build under qemu-user."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import struct
 import subprocess
@@ -388,6 +389,29 @@ def test_c_kernel_rejects_bad_input(kernels: TernaryKernels) -> None:
     bad[1] = spec.FORMAT_VERSION + 1  # a format version this library does not read
     with pytest.raises(NativeError, match="version"):
         kernels.run(x[:, :-1], packed, bad)
+
+
+@pytest.mark.parametrize("out_depth", [128, 131, 200, 257])
+def test_wide_fc_bit_exact(kernels: TernaryKernels, out_depth: int) -> None:
+    """FC ops of several 32-channel blocks (the AVX-512 path takes four blocks per pass, then single
+    ones), depths that are and are not multiples of 3 and 6, batches of rows."""
+    rng = np.random.default_rng(out_depth)
+    for in_depth in (5, 96, 301, 1000):
+        op = random_op(rng, spec.KIND_FC)
+        op = dataclasses.replace(
+            op,
+            weights=rng.integers(-1, 2, size=(out_depth, in_depth)).astype(np.int8),
+            bias=rng.integers(-20000, 20000, size=out_depth).astype(np.int32),
+            multiplier=rng.integers(2**30, 2**31, size=out_depth).astype(np.int32),
+            shift=rng.integers(-14, 1, size=out_depth).astype(np.int32),
+        )
+        x = rng.integers(-128, 128, size=(3, in_depth)).astype(np.int8)
+        packed, qparams, _ = spec.encode(op)
+        want = reference.run(x, packed, qparams)
+        for level in _isa_levels(kernels):
+            kernels.set_isa(level)
+            np.testing.assert_array_equal(kernels.run(x, packed, qparams), want, err_msg=kernels.isa)
+    kernels.set_isa(-1)
 
 
 def test_long_rows_do_not_overflow(kernels: TernaryKernels) -> None:

@@ -38,6 +38,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             (8, 8, 2),
         ),
         "fc": (lambda k, x: k.layers.Dense(24, activation="relu")(x), (70,)),
+        # ten blocks of 32 channels (two passes of four and two single blocks), depth not a multiple of 3
+        "fc_wide": (lambda k, x: k.layers.Dense(300)(x), (200,)),
         "conv": (
             lambda k, x: k.layers.Conv2D(5, (3, 2), strides=(2, 1), padding="valid", dilation_rate=1)(x),
             (9, 7, 3),
@@ -123,7 +125,7 @@ def test_constant_inputs_are_64_byte_aligned(models: dict[str, Path]) -> None:
     assert fbu.read_model_from_bytearray(bytearray(data)) is not None
 
 
-@pytest.mark.parametrize("name", ["chain", "fc", "conv"])
+@pytest.mark.parametrize("name", ["chain", "fc", "fc_wide", "conv"])
 def test_litert_runs_custom_op_model_bit_exact(models: dict[str, Path], library: Path, name: str) -> None:
     data = models[name].read_bytes()
     nodes = rewrite.read_ternary_ops(data)
@@ -139,6 +141,8 @@ def test_litert_runs_custom_op_model_bit_exact(models: dict[str, Path], library:
             assert elapsed_ns > 0
         for kind in (spec.KIND_FC, spec.KIND_CONV2D):
             assert s.kernel_runs(kind) == 5 * sum(n.op.kind == kind for n in nodes)
+            # each node's op is prepared on its first run and reused: its buffers stay put
+            assert s.kernel_prepares(kind) == sum(n.op.kind == kind for n in nodes)
 
 
 def _input_shape(data: bytes) -> tuple[int, ...]:

@@ -196,6 +196,8 @@ class LiteRtSession:
         ]
         lib.edgeq_lrt_kernel_runs.argtypes = [ctypes.c_void_p, ctypes.c_int]
         lib.edgeq_lrt_kernel_runs.restype = ctypes.c_int64
+        lib.edgeq_lrt_kernel_prepares.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.edgeq_lrt_kernel_prepares.restype = ctypes.c_int64
         self._lib = lib
         err = ctypes.create_string_buffer(_ERR_LEN)
         path = litert_library or litert_library_path()
@@ -274,6 +276,10 @@ class LiteRtSession:
     def kernel_runs(self, kind: int) -> int:
         """How often the ternary kernel of ``kind`` (0 FC, 1 conv) has run in this session."""
         return int(self._lib.edgeq_lrt_kernel_runs(self._handle(), int(kind)))
+
+    def kernel_prepares(self, kind: int) -> int:
+        """How many ops the ternary kernel of ``kind`` prepared in this session (once per node)."""
+        return int(self._lib.edgeq_lrt_kernel_prepares(self._handle(), int(kind)))
 
     def close(self) -> None:
         if self._h is not None:

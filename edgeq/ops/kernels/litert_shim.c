@@ -12,8 +12,12 @@
  * LiteRtRunCompiledModel.
  *
  * LiteRT's custom-op API shares one user_data among all nodes of an op and ignores the status
- * returned by Init/GetOutputLayouts/Run, so the kernels are stateless (everything is in the node's
- * inputs) and record errors in their context, which edgeq_lrt_invoke() checks after every run.
+ * returned by Init/GetOutputLayouts/Run, so the kernels record errors in their context, which
+ * edgeq_lrt_invoke() checks after every run. A node has no state of its own either: each op
+ * context (one per op and session) keeps the ops it prepared (edgeq_ternary_prepare), found by
+ * the address and size of the node's constant weights and qparams. Those buffers belong to the
+ * compiled model and do not move or change while it lives; a prepared op is still checked
+ * against the buffers' first and last bytes before it runs, and made again if they differ.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
@@ -183,8 +187,57 @@ typedef struct {
   const char* name;
   int nodes;       /* Init calls minus Destroy calls */
   int64_t runs;    /* Run calls */
+  int64_t prepares; /* edgeq_ternary_prepare calls */
   char err[512];   /* first error since the last check; "" if none */
+  struct prepared_node {
+    const void *w, *q;
+    int64_t w_bytes, q_words;
+    edgeq_ternary_prepared* op;
+  } * prep;        /* n_prep of cap_prep (the node count at the first run) entries */
+  int n_prep, cap_prep;
 } op_ctx;
+
+/* The prepared op for a node's weights and qparams: made on the node's first run, reused after. */
+static edgeq_ternary_prepared* prepared_for(op_ctx* c, const void* w, int64_t w_bytes, const void* q,
+                                           int64_t q_words, char* msg, size_t msglen) {
+  for (int i = 0; i < c->n_prep; ++i) {
+    struct prepared_node* e = &c->prep[i];
+    if (e->w == w && e->q == q && e->w_bytes == w_bytes && e->q_words == q_words) {
+      if (edgeq_ternary_prepared_from(e->op, (const int32_t*)q, q_words, (const uint8_t*)w, w_bytes))
+        return e->op;
+      edgeq_ternary_release(e->op); /* the buffers changed: prepare again */
+      *e = c->prep[--c->n_prep];
+      break;
+    }
+  }
+  edgeq_ternary_prepared* op = NULL;
+  if (edgeq_ternary_prepare((const int32_t*)q, q_words, (const uint8_t*)w, w_bytes, &op, msg, msglen))
+    return NULL;
+  c->prepares++;
+  if (!c->prep) {
+    c->cap_prep = c->nodes > 0 ? c->nodes : 1;
+    c->prep = (struct prepared_node*)calloc((size_t)c->cap_prep, sizeof(*c->prep));
+  }
+  if (!c->prep) {
+    edgeq_ternary_release(op);
+    snprintf(msg, msglen, "out of memory");
+    return NULL;
+  }
+  if (c->n_prep >= c->cap_prep) { /* more buffers than nodes: drop the oldest */
+    edgeq_ternary_release(c->prep[0].op);
+    memmove(c->prep, c->prep + 1, sizeof(*c->prep) * (size_t)(c->n_prep - 1));
+    c->n_prep--;
+  }
+  c->prep[c->n_prep++] = (struct prepared_node){w, q, w_bytes, q_words, op};
+  return op;
+}
+
+static void prepared_clear(op_ctx* c) {
+  for (int i = 0; i < c->n_prep; ++i) edgeq_ternary_release(c->prep[i].op);
+  free(c->prep);
+  c->prep = NULL;
+  c->n_prep = c->cap_prep = 0;
+}
 
 static void ctx_fail(op_ctx* c, const char* fmt, ...) {
   if (c->err[0]) return; /* keep the first error */
@@ -276,10 +329,11 @@ static LiteRtStatus k_run(void* ud, size_t n_in, const LiteRtTensorBuffer* ins, 
   }
   if (!status) {
     char msg[256];
-    if (edgeq_ternary_eval((const int32_t*)ptr[2], numel(&types[2].layout), (const uint8_t*)ptr[1],
-                           numel(&types[1].layout), (const int8_t*)ptr[0],
-                           types[0].layout.dimensions, (int)(types[0].layout.rank_bits & 0x7F),
-                           (int8_t*)ptr[3], numel(&types[3].layout), msg, sizeof(msg))) {
+    edgeq_ternary_prepared* op = prepared_for(c, ptr[1], numel(&types[1].layout), ptr[2],
+                                              numel(&types[2].layout), msg, sizeof(msg));
+    if (!op || edgeq_ternary_run(op, (const int8_t*)ptr[0], types[0].layout.dimensions,
+                                 (int)(types[0].layout.rank_bits & 0x7F), (int8_t*)ptr[3],
+                                 numel(&types[3].layout), msg, sizeof(msg))) {
       ctx_fail(c, "%s", msg);
       status = kStatusInvalidArgument;
     }
@@ -340,6 +394,7 @@ void edgeq_lrt_destroy(void* handle) {
   if (s->compiled) api.DestroyCompiledModel(s->compiled);
   if (s->model) api.DestroyModel(s->model);
   if (s->env) api.DestroyEnvironment(s->env);
+  for (int k = 0; k < 2; ++k) prepared_clear(&s->ops[k]);
   free(s);
 }
 
@@ -418,8 +473,8 @@ void* edgeq_lrt_create(const char* model_path, int register_ternary, char* err, 
   }
   session* s = (session*)calloc(1, sizeof(session));
   if (!s) return NULL;
-  s->ops[0] = (op_ctx){EDGEQ_TERNARY_KIND_FC, "EDGEQ_TERNARY_FC", 0, 0, {0}};
-  s->ops[1] = (op_ctx){EDGEQ_TERNARY_KIND_CONV2D, "EDGEQ_TERNARY_CONV2D", 0, 0, {0}};
+  s->ops[0] = (op_ctx){.kind = EDGEQ_TERNARY_KIND_FC, .name = "EDGEQ_TERNARY_FC"};
+  s->ops[1] = (op_ctx){.kind = EDGEQ_TERNARY_KIND_CONV2D, .name = "EDGEQ_TERNARY_CONV2D"};
   LiteRtOptions opts = NULL;
   LiteRtSubgraph sg;
   if (api.CreateEnvironment(0, NULL, &s->env)) {
@@ -536,4 +591,10 @@ int edgeq_lrt_invoke(void* handle, int64_t* elapsed_ns, char* err, size_t errlen
 int64_t edgeq_lrt_kernel_runs(void* handle, int kind) {
   session* s = (session*)handle;
   return (kind == 0 || kind == 1) ? s->ops[kind].runs : -1;
+}
+
+/* How many ops each ternary kernel prepared (once per node when the node's buffers stay put). */
+int64_t edgeq_lrt_kernel_prepares(void* handle, int kind) {
+  session* s = (session*)handle;
+  return (kind == 0 || kind == 1) ? s->ops[kind].prepares : -1;
 }

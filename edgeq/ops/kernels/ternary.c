@@ -193,35 +193,33 @@ __attribute__((target("avx512f,avx512bw,popcnt"))) static int32_t dot_avx512(
   return (int32_t)(_mm512_reduce_add_epi64(accp) - _mm512_reduce_add_epi64(accm));
 }
 
-/* FC, AVX-512BW, table lookups over the row-interleaved layout (docs/custom_ops.md, "FC
- * layout"). The input becomes int16 lanes x − in_zp (|·| ≤ 255, zero past K). For every 16-input
- * word of it, tables of subset sums: inputs 0–5 and 6–11 of the word (64 entries each, two
- * vectors) and 12–15 (16 entries). A block of 32 output channels stores word w of its +1 planes as
- * 32 int16 lanes, one per channel: that vector is itself the index vector of a lookup (VPERMT2W
- * reads the low 6 bits of each lane, so a shift selects the next group), and one lookup adds six
- * inputs for 32 channels. The −1 planes are looked up the same way and subtracted. No
- * multiplications; the int16 sums are widened to int32 every FC_FLUSH words
- * (a word adds at most 16 · 255 per lane: 8 · 4080 < 2^15). */
-#define FC_FLUSH 8
-#define FC_TABLES 5 /* vectors per input word */
+/* FC, AVX-512BW, by table lookups over a runtime layout made once per op (edgeq_ternary_prepare;
+ * docs/custom_ops.md, "Prepared FC layout"). The inputs are taken three at a time; the three
+ * weights of a channel on such a group are one base-3 code (digit 0, 1, 2 for weight 0, +1, −1;
+ * 27 codes). Per group, a table of 32 int16 holds Σ t·(x − in_zp) for every code. A block of 32
+ * channels stores two groups' codes per int16 lane (low byte, high byte): the loaded vector is the
+ * index vector of VPERMW (which reads the low 5 bits of a lane), and a shift by 8 indexes the second
+ * group. One lookup adds three inputs for 32 channels; no multiplications. Four blocks share each
+ * table load. int16 sums are widened to int32 every FC_FLUSH pairs (a pair adds at most
+ * 6 · 255 per lane: 16 · 1530 < 2^15). */
+#define FC_FLUSH 16
+#define FC_QUAD 4 /* blocks per pass over the tables */
 
-__attribute__((target("avx512f,avx512bw"))) static void fc_tables_avx512(const int16_t* xs,
-                                                                         int32_t words, __m512i* t) {
-  /* lane i of a table vector gets input j when bit j of i is set */
-  static const __mmask32 kBit[5] = {0xAAAAAAAAu, 0xCCCCCCCCu, 0xF0F0F0F0u, 0xFF00FF00u,
-                                    0xFFFF0000u};
-  const __m512i zero = _mm512_setzero_si512();
-  for (int32_t w = 0; w < words; ++w, t += FC_TABLES) {
-    const int16_t* xw = xs + 16 * (int64_t)w;
-    for (int g = 0; g < 2; ++g) {
-      __m512i lo = zero;
-      for (int j = 0; j < 5; ++j) lo = _mm512_mask_add_epi16(lo, kBit[j], lo, _mm512_set1_epi16(xw[6 * g + j]));
-      t[2 * g] = lo;
-      t[2 * g + 1] = _mm512_add_epi16(lo, _mm512_set1_epi16(xw[6 * g + 5]));
+__attribute__((target("avx512f,avx512bw"))) static void fc_tables_avx512(const int8_t* x,
+                                                                         int32_t k, int32_t in_zp,
+                                                                         int32_t groups,
+                                                                         int16_t* t) {
+  /* lanes (codes) whose base-3 digit j is 1 (+x_j) or 2 (−x_j) */
+  static const __mmask32 kPlus[3] = {0x2492492u, 0xe07038u, 0x3fe00u};
+  static const __mmask32 kMinus[3] = {0x4924924u, 0x70381c0u, 0x7fc0000u};
+  for (int32_t g = 0; g < groups; ++g) {
+    __m512i v = _mm512_setzero_si512();
+    for (int j = 0; j < 3; ++j) {
+      const int32_t i = 3 * g + j;
+      const __m512i b = _mm512_set1_epi16((int16_t)(i < k ? x[i] - in_zp : 0));
+      v = _mm512_mask_sub_epi16(_mm512_mask_add_epi16(v, kPlus[j], v, b), kMinus[j], v, b);
     }
-    __m512i last = zero;
-    for (int j = 0; j < 4; ++j) last = _mm512_mask_add_epi16(last, kBit[j], last, _mm512_set1_epi16(xw[12 + j]));
-    t[4] = last;
+    _mm512_store_si512((void*)(t + 32 * (int64_t)g), v);
   }
 }
 
@@ -232,33 +230,33 @@ __attribute__((target("avx512f,avx512bw"))) static inline __m512i widen_hi(__m51
   return _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(v, 1));
 }
 
-/* Σ t·(x − in_zp) for the n (≤ 32) channels of one block; sums[l] for channel l. */
-__attribute__((target("avx512f,avx512bw"))) static void fc_block_avx512(const uint8_t* wb,
-                                                                        int32_t n, int32_t words,
-                                                                        const __m512i* tab,
-                                                                        int32_t* sums) {
-  const __mmask32 lanes = n == FC_BLOCK ? ~(__mmask32)0 : (((__mmask32)1 << n) - 1);
-  const uint16_t* plane = (const uint16_t*)(const void*)wb;
-  __m512i lo = _mm512_setzero_si512(), hi = lo;
-  for (int32_t w0 = 0; w0 < words; w0 += FC_FLUSH) {
-    const int32_t w1 = words - w0 < FC_FLUSH ? words : w0 + FC_FLUSH;
-    __m512i ap = _mm512_setzero_si512(), am = ap;
-    for (int32_t w = w0; w < w1; ++w) {
-      const __m512i* t = tab + (int64_t)FC_TABLES * w;
-      const __m512i P = _mm512_maskz_loadu_epi16(lanes, plane + (int64_t)2 * w * n);
-      const __m512i M = _mm512_maskz_loadu_epi16(lanes, plane + (int64_t)(2 * w + 1) * n);
-      ap = _mm512_add_epi16(ap, _mm512_permutex2var_epi16(t[0], P, t[1]));
-      am = _mm512_add_epi16(am, _mm512_permutex2var_epi16(t[0], M, t[1]));
-      ap = _mm512_add_epi16(ap, _mm512_permutex2var_epi16(t[2], _mm512_srli_epi16(P, 6), t[3]));
-      am = _mm512_add_epi16(am, _mm512_permutex2var_epi16(t[2], _mm512_srli_epi16(M, 6), t[3]));
-      ap = _mm512_add_epi16(ap, _mm512_permutexvar_epi16(_mm512_srli_epi16(P, 12), t[4]));
-      am = _mm512_add_epi16(am, _mm512_permutexvar_epi16(_mm512_srli_epi16(M, 12), t[4]));
+/* Σ t·(x − in_zp) for NB blocks of 32 channels, codes of block b at c + b·stride; sums[32·b + l]. */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline void fc_blocks_avx512(
+    const uint8_t* c, int64_t stride, int nb, int32_t pairs, const int16_t* t, int32_t* sums) {
+  __m512i lo[FC_QUAD], hi[FC_QUAD];
+  for (int b = 0; b < nb; ++b) lo[b] = hi[b] = _mm512_setzero_si512();
+  for (int32_t p0 = 0; p0 < pairs; p0 += FC_FLUSH) {
+    const int32_t p1 = pairs - p0 < FC_FLUSH ? pairs : p0 + FC_FLUSH;
+    __m512i acc[FC_QUAD];
+    for (int b = 0; b < nb; ++b) acc[b] = _mm512_setzero_si512();
+    for (int32_t p = p0; p < p1; ++p) {
+      const __m512i ta = _mm512_load_si512((const void*)(t + 64 * (int64_t)p));
+      const __m512i tb = _mm512_load_si512((const void*)(t + 64 * (int64_t)p + 32));
+      for (int b = 0; b < nb; ++b) {
+        const __m512i w = _mm512_loadu_si512((const void*)(c + b * stride + 64 * (int64_t)p));
+        acc[b] = _mm512_add_epi16(acc[b], _mm512_permutexvar_epi16(w, ta));
+        acc[b] = _mm512_add_epi16(acc[b], _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 8), tb));
+      }
     }
-    lo = _mm512_add_epi32(lo, _mm512_sub_epi32(widen_lo(ap), widen_lo(am)));
-    hi = _mm512_add_epi32(hi, _mm512_sub_epi32(widen_hi(ap), widen_hi(am)));
+    for (int b = 0; b < nb; ++b) {
+      lo[b] = _mm512_add_epi32(lo[b], widen_lo(acc[b]));
+      hi[b] = _mm512_add_epi32(hi[b], widen_hi(acc[b]));
+    }
   }
-  _mm512_storeu_si512((void*)sums, lo);
-  _mm512_storeu_si512((void*)(sums + 16), hi);
+  for (int b = 0; b < nb; ++b) {
+    _mm512_storeu_si512((void*)(sums + 32 * b), lo[b]);
+    _mm512_storeu_si512((void*)(sums + 32 * b + 16), hi[b]);
+  }
 }
 
 /* requant() for n ≤ 16 channels at once, bit-exact (multiplier ≥ 0, as parse() guarantees, so
@@ -297,35 +295,31 @@ __attribute__((target("avx512f,avx512bw"))) static void requant16_avx512(
   _mm512_mask_cvtepi32_storeu_epi8(y, lanes, out);
 }
 
-/* All rows of an FC op. Returns 0 when out of memory (the caller falls back). */
-__attribute__((target("avx512f,avx512bw"))) static int fc_avx512(const edgeq_ternary_params* p,
-                                                                  const uint8_t* w, const int8_t* x,
-                                                                  int64_t rows, int8_t* y) {
-  const int32_t k = p->in_depth, o_n = p->out_depth, rb = p->row_bytes, words = rb / 4;
-  int16_t* xs = (int16_t*)aligned_alloc(64, sizeof(int16_t) * 16 * (size_t)words);
-  __m512i* tab = (__m512i*)aligned_alloc(64, sizeof(__m512i) * FC_TABLES * (size_t)words);
-  if (!xs || !tab) {
-    free(xs);
-    free(tab);
-    return 0;
-  }
-  memset(xs, 0, sizeof(int16_t) * 16 * (size_t)words);
-  int32_t sums[FC_BLOCK];
+/* All rows of an FC op from its prepared codes. Returns 0 when out of memory. */
+__attribute__((target("avx512f,avx512bw"))) static int fc_codes_avx512(
+    const edgeq_ternary_params* p, const uint8_t* codes, int32_t pairs, const int8_t* x,
+    int64_t rows, int8_t* y) {
+  const int32_t k = p->in_depth, o_n = p->out_depth, blocks = (o_n + FC_BLOCK - 1) / FC_BLOCK;
+  const int64_t stride = 64 * (int64_t)pairs; /* bytes per block */
+  int16_t* t = (int16_t*)aligned_alloc(64, 128 * (size_t)pairs);
+  if (!t) return 0;
+  int32_t sums[FC_QUAD * FC_BLOCK];
   for (int64_t r = 0; r < rows; ++r) {
-    const int8_t* xr = x + r * k;
     int8_t* yr = y + r * o_n;
-    for (int32_t i = 0; i < k; ++i) xs[i] = (int16_t)(xr[i] - p->in_zp);
-    fc_tables_avx512(xs, words, tab);
-    for (int32_t o = 0; o < o_n; o += FC_BLOCK) {
-      const int32_t n = o_n - o < FC_BLOCK ? o_n - o : FC_BLOCK;
-      fc_block_avx512(w + (int64_t)o * rb, n, words, tab, sums);
-      for (int32_t l = 0; l < n; ++l) sums[l] = (int32_t)((uint32_t)p->bias[o + l] + (uint32_t)sums[l]);
-      requant16_avx512(p, sums, o, n, yr + o);
-      if (n > 16) requant16_avx512(p, sums + 16, o + 16, n - 16, yr + o + 16);
+    fc_tables_avx512(x + r * k, k, p->in_zp, 2 * pairs, t);
+    for (int32_t b = 0; b < blocks; b += FC_QUAD) {
+      const int nb = blocks - b < FC_QUAD ? blocks - b : FC_QUAD;
+      if (nb == FC_QUAD)
+        fc_blocks_avx512(codes + b * stride, stride, FC_QUAD, pairs, t, sums);
+      else
+        for (int j = 0; j < nb; ++j)
+          fc_blocks_avx512(codes + (b + j) * stride, stride, 1, pairs, t, sums + FC_BLOCK * j);
+      const int32_t o0 = b * FC_BLOCK, n = o_n - o0 < nb * FC_BLOCK ? o_n - o0 : nb * FC_BLOCK;
+      for (int32_t l = 0; l < n; ++l) sums[l] = (int32_t)((uint32_t)p->bias[o0 + l] + (uint32_t)sums[l]);
+      for (int32_t l = 0; l < n; l += 16) requant16_avx512(p, sums + l, o0 + l, n - l, yr + o0 + l);
     }
   }
-  free(xs);
-  free(tab);
+  free(t);
   return 1;
 }
 
@@ -600,9 +594,6 @@ static int eval_fc(const edgeq_ternary_params* p, const uint8_t* w, const int8_t
                    int8_t* y, char* err, size_t errlen) {
   const int32_t k = p->in_depth, o_n = p->out_depth, rb = p->row_bytes;
   dot_fn dot = pick_dot();
-#ifdef EDGEQ_X86
-  if (dot == dot_avx512 && fc_avx512(p, w, x, rows, y)) return E_OK;
-#endif
   uint8_t* u = (uint8_t*)malloc((size_t)(rows * k) + 64);
   if (!u) FAIL(E_MEMORY, "out of memory");
   for (int64_t i = 0; i < rows * k; ++i) u[i] = (uint8_t)x[i] ^ 0x80u;
@@ -677,33 +668,130 @@ static int eval_conv(const edgeq_ternary_params* p, const uint8_t* w, const int8
   return E_OK;
 }
 
-int edgeq_ternary_eval(const int32_t* q, int64_t n_words, const uint8_t* w, int64_t weight_bytes,
-                       const int8_t* x, const int32_t* xd, int xr, int8_t* y, int64_t y_len,
-                       char* err, size_t errlen) {
+struct edgeq_ternary_prepared {
+  edgeq_ternary_params p; /* bias, multiplier and shift point into q */
+  int32_t* q;             /* a copy of the qparams words */
+  uint8_t* w;             /* a copy of the packed weights (format 2) */
+  uint8_t* codes;         /* FC with AVX-512: the prepared layout (fc_codes); NULL otherwise */
+  int32_t pairs;          /* code pairs per channel in codes */
+  int64_t n_words, weight_bytes;
+};
+
+#ifdef EDGEQ_X86
+/* The prepared FC layout of fc_codes_avx512: block b of 32 channels holds `pairs` vectors of 64
+ * bytes; byte 2l + h of vector j is the base-3 code of channel 32b + l on inputs 3(2j + h) ..
+ * 3(2j + h) + 2 (digit i for input i of the group: 0, 1, 2 for weight 0, +1, −1). Channels and
+ * inputs past the op's are code 0. */
+static uint8_t* fc_codes(const edgeq_ternary_params* p, const uint8_t* w, int32_t* pairs_out) {
+  static const uint8_t kPow3[3] = {1, 3, 9};
+  const int32_t k = p->in_depth, o_n = p->out_depth, rb = p->row_bytes;
+  const int32_t pairs = ((k + 2) / 3 + 1) / 2, blocks = (o_n + FC_BLOCK - 1) / FC_BLOCK;
+  const size_t bytes = (size_t)blocks * (size_t)pairs * 64;
+  uint8_t* codes = (uint8_t*)aligned_alloc(64, bytes);
+  if (!codes) return NULL;
+  memset(codes, 0, bytes);
+  for (int32_t o = 0; o < o_n; ++o) {
+    const int32_t b0 = o - o % FC_BLOCK, l = o - b0, n = o_n - b0 < FC_BLOCK ? o_n - b0 : FC_BLOCK;
+    const uint8_t* plus = w + (int64_t)b0 * rb + 2 * l; /* the FC layout, as in eval_fc */
+    uint8_t* dst = codes + (int64_t)(b0 / FC_BLOCK) * pairs * 64 + 2 * l;
+    for (int32_t i = 0; i < k; ++i) {
+      const uint32_t bit = 1u << (i % 16);
+      const int t = ((word16(plus, i / 16, 4 * n) & bit) != 0) -
+                    ((word16(plus + 2 * n, i / 16, 4 * n) & bit) != 0);
+      const int32_t g = i / 3;
+      if (t) dst[64 * (g / 2) + g % 2] += (uint8_t)((t > 0 ? 1 : 2) * kPow3[i % 3]);
+    }
+  }
+  *pairs_out = pairs;
+  return codes;
+}
+#endif
+
+void edgeq_ternary_release(edgeq_ternary_prepared* op) {
+  if (!op) return;
+  free(op->q);
+  free(op->w);
+  free(op->codes);
+  free(op);
+}
+
+int edgeq_ternary_prepare(const int32_t* q, int64_t n_words, const uint8_t* w,
+                          int64_t weight_bytes, edgeq_ternary_prepared** out, char* err,
+                          size_t errlen) {
+  *out = NULL;
   edgeq_ternary_params p;
   int rc = edgeq_ternary_parse(q, n_words, &p, err, errlen);
   if (rc) return rc;
-  if (xr < 1 || xr > EDGEQ_TERNARY_MAX_RANK) FAIL(E_SHAPE, "input rank %d unsupported", xr);
-  if (xd[xr - 1] != p.in_depth)
-    FAIL(E_SHAPE, "input depth %d != op in_depth %d", xd[xr - 1], p.in_depth);
   int64_t want_w = (int64_t)p.out_depth * p.kernel_h * p.kernel_w * p.row_bytes;
   if (weight_bytes != want_w)
     FAIL(E_SHAPE, "packed weights have %lld bytes, expected %lld", (long long)weight_bytes,
          (long long)want_w);
-  if (p.kind == EDGEQ_TERNARY_KIND_FC) {
+  edgeq_ternary_prepared* op = (edgeq_ternary_prepared*)calloc(1, sizeof(*op));
+  if (op) {
+    op->q = (int32_t*)malloc(sizeof(int32_t) * (size_t)n_words);
+    op->w = (uint8_t*)malloc((size_t)weight_bytes + 1);
+  }
+  if (!op || !op->q || !op->w) {
+    edgeq_ternary_release(op);
+    FAIL(E_MEMORY, "out of memory");
+  }
+  op->n_words = n_words;
+  op->weight_bytes = weight_bytes;
+  memcpy(op->q, q, sizeof(int32_t) * (size_t)n_words);
+  memcpy(op->w, w, (size_t)weight_bytes);
+  edgeq_ternary_parse(op->q, n_words, &op->p, NULL, 0); /* the same words: cannot fail */
+#ifdef EDGEQ_X86
+  /* Without the codes (out of memory) the op still runs, on the format-2 path. */
+  if (p.kind == EDGEQ_TERNARY_KIND_FC && pick_dot() == dot_avx512)
+    op->codes = fc_codes(&op->p, op->w, &op->pairs);
+#endif
+  *out = op;
+  return E_OK;
+}
+
+int edgeq_ternary_prepared_from(const edgeq_ternary_prepared* op, const int32_t* q,
+                                int64_t n_words, const uint8_t* w, int64_t weight_bytes) {
+  const size_t edge = weight_bytes < 64 ? (size_t)weight_bytes : 64;
+  return op->n_words == n_words && op->weight_bytes == weight_bytes &&
+         !memcmp(op->q, q, 4 * EDGEQ_TERNARY_HEADER_WORDS) && !memcmp(op->w, w, edge) &&
+         !memcmp(op->w + weight_bytes - edge, w + weight_bytes - edge, edge);
+}
+
+int edgeq_ternary_run(const edgeq_ternary_prepared* op, const int8_t* x, const int32_t* xd,
+                      int xr, int8_t* y, int64_t y_len, char* err, size_t errlen) {
+  const edgeq_ternary_params* p = &op->p;
+  if (xr < 1 || xr > EDGEQ_TERNARY_MAX_RANK) FAIL(E_SHAPE, "input rank %d unsupported", xr);
+  if (xd[xr - 1] != p->in_depth)
+    FAIL(E_SHAPE, "input depth %d != op in_depth %d", xd[xr - 1], p->in_depth);
+  if (p->kind == EDGEQ_TERNARY_KIND_FC) {
     int64_t rows = 1;
     for (int i = 0; i < xr - 1; ++i) rows *= xd[i];
-    if (y_len != rows * p.out_depth)
+    if (y_len != rows * p->out_depth)
       FAIL(E_SHAPE, "output has %lld elements, expected %lld", (long long)y_len,
-           (long long)(rows * p.out_depth));
-    return eval_fc(&p, w, x, rows, y, err, errlen);
+           (long long)(rows * p->out_depth));
+#ifdef EDGEQ_X86
+    if (op->codes && pick_dot() == dot_avx512 && fc_codes_avx512(p, op->codes, op->pairs, x, rows, y))
+      return E_OK;
+#endif
+    return eval_fc(p, op->w, x, rows, y, err, errlen);
   }
   if (xr != 4) FAIL(E_SHAPE, "conv input must be NHWC (rank 4), got rank %d", xr);
-  int32_t oh = out_size(xd[1], p.kernel_h, p.stride_h, p.dilation_h, p.padding, NULL);
-  int32_t ow = out_size(xd[2], p.kernel_w, p.stride_w, p.dilation_w, p.padding, NULL);
+  int32_t oh = out_size(xd[1], p->kernel_h, p->stride_h, p->dilation_h, p->padding, NULL);
+  int32_t ow = out_size(xd[2], p->kernel_w, p->stride_w, p->dilation_w, p->padding, NULL);
   if (oh < 1 || ow < 1) FAIL(E_SHAPE, "input %dx%d too small for the kernel", xd[1], xd[2]);
-  if (y_len != (int64_t)xd[0] * oh * ow * p.out_depth)
+  if (y_len != (int64_t)xd[0] * oh * ow * p->out_depth)
     FAIL(E_SHAPE, "output has %lld elements, expected %lld", (long long)y_len,
-         (long long)xd[0] * oh * ow * p.out_depth);
-  return eval_conv(&p, w, x, xd, y, err, errlen);
+         (long long)xd[0] * oh * ow * p->out_depth);
+  return eval_conv(p, op->w, x, xd, y, err, errlen);
+}
+
+int edgeq_ternary_eval(const int32_t* q, int64_t n_words, const uint8_t* w, int64_t weight_bytes,
+                       const int8_t* x, const int32_t* xd, int xr, int8_t* y, int64_t y_len,
+                       char* err, size_t errlen) {
+  edgeq_ternary_prepared* op;
+  int rc = edgeq_ternary_prepare(q, n_words, w, weight_bytes, &op, err, errlen);
+  if (rc) return rc;
+  rc = edgeq_ternary_run(op, x, xd, xr, y, y_len, err, errlen);
+  edgeq_ternary_release(op);
+  return rc;
 }

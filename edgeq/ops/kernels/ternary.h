@@ -53,6 +53,21 @@ int edgeq_ternary_eval(const int32_t* qparams, int64_t n_words, const uint8_t* w
                        int64_t weight_bytes, const int8_t* x, const int32_t* x_dims, int x_rank,
                        int8_t* y, int64_t y_len, char* err, size_t errlen);
 
+/* The same in two steps, for a runtime that runs one op many times: prepare copies the op's
+ * qparams and weights (and, where an inner loop reads a layout of its own, makes it once), run
+ * takes the input. A prepared op does not refer to the caller's buffers. */
+typedef struct edgeq_ternary_prepared edgeq_ternary_prepared;
+int edgeq_ternary_prepare(const int32_t* qparams, int64_t n_words, const uint8_t* weights,
+                          int64_t weight_bytes, edgeq_ternary_prepared** op, char* err,
+                          size_t errlen);
+int edgeq_ternary_run(const edgeq_ternary_prepared* op, const int8_t* x, const int32_t* x_dims,
+                      int x_rank, int8_t* y, int64_t y_len, char* err, size_t errlen);
+void edgeq_ternary_release(edgeq_ternary_prepared* op);
+/* 1 if `op` was prepared from these sizes, qparams header and first and last weight bytes (a
+ * cheap check for a runtime that finds prepared ops by buffer address), else 0. */
+int edgeq_ternary_prepared_from(const edgeq_ternary_prepared* op, const int32_t* qparams,
+                                int64_t n_words, const uint8_t* weights, int64_t weight_bytes);
+
 /* TFLite's MultiplyByQuantizedMultiplier, exposed for tests. */
 int32_t edgeq_ternary_mbqm(int32_t acc, int32_t multiplier, int32_t shift);
 
