@@ -34,6 +34,8 @@ enum { E_OK = 0, E_FORMAT = 1, E_SHAPE = 2, E_MEMORY = 3 };
 
 #define FC_BLOCK 32 /* output channels interleaved in the FC weight layout */
 
+static int32_t out_size(int32_t in, int32_t k, int32_t s, int32_t d, int32_t pad, int32_t* before);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Requantization: TFLite's MultiplyByQuantizedMultiplier (gemmlowp double rounding).          */
 
@@ -323,66 +325,67 @@ __attribute__((target("avx512f,avx512bw"))) static int fc_codes_avx512(
   return 1;
 }
 
-/* Conv with a whole kernel row in one vector: when dilation_w is 1 and kw·c ≤ 64 (c a multiple of
- * 8), the kw taps of one kernel row read kw·c contiguous bytes of the padded input, so their bit
- * planes, concatenated once per call, are one 64-bit mask each. Per output value: kh masked steps
- * and one reduction, instead of kh·kw short dots. Returns 0 when the shape does not qualify. */
-__attribute__((target("avx512f,avx512bw,popcnt"))) static int conv_rows_avx512(
-    const edgeq_ternary_params* p, const uint8_t* w, const uint8_t* u, int32_t n, int32_t oh,
-    int32_t ow, int32_t hp, int32_t wp, int32_t c, int8_t* y) {
-  const int32_t kh = p->kernel_h, kw = p->kernel_w, o_n = p->out_depth, rb = p->row_bytes;
-  const int32_t cb = c / 8, taps = kh * kw;
-  if (p->dilation_w != 1 || c % 8 != 0 || kw * c > 64) return 0;
-  uint64_t* masks = (uint64_t*)malloc(sizeof(uint64_t) * 2 * (size_t)o_n * (size_t)kh);
-  int32_t* bal = (int32_t*)malloc(sizeof(int32_t) * (size_t)o_n);
-  if (!masks || !bal) {
-    free(masks);
-    free(bal);
-    return 0;
-  }
-  for (int32_t o = 0; o < o_n; ++o) {
-    int32_t b = 0;
-    for (int32_t ky = 0; ky < kh; ++ky) {
-      uint64_t pm = 0, mm = 0;
-      for (int32_t kx = 0; kx < kw; ++kx) {
-        const uint8_t* row = w + ((int64_t)o * taps + ky * kw + kx) * rb;
-        for (int32_t j = 0; j < cb; ++j) {
-          pm |= (uint64_t)row[j] << (8 * (kx * cb + j));
-          mm |= (uint64_t)row[rb / 2 + j] << (8 * (kx * cb + j));
-        }
-      }
-      masks[2 * ((int64_t)o * kh + ky)] = pm;
-      masks[2 * ((int64_t)o * kh + ky) + 1] = mm;
-      b += __builtin_popcountll(pm) - __builtin_popcountll(mm);
-    }
-    bal[o] = b;
-  }
-  const __m512i zero = _mm512_setzero_si512();
-  const uint64_t lanes = kw * c == 64 ? ~(uint64_t)0 : (((uint64_t)1 << (kw * c)) - 1);
-  const int64_t sy = (int64_t)p->dilation_h * wp * c;
-  const uint32_t corr = (uint32_t)(128 + p->in_zp);
-  for (int32_t b = 0; b < n; ++b)
+/* Conv, AVX-512BW, the same lookups as FC: each tap is an FC over the C channels of one input
+ * pixel. Tables are made once per input pixel (2·pairs groups of three channels), not per output
+ * position; a tap that falls in the padding reads x = in_zp, which adds 0, and is skipped. Codes:
+ * block b of 32 channels holds taps · pairs vectors (tap-major, as in the weights), laid out as
+ * in the FC layout. Returns 0 when out of memory (the caller falls back). */
+__attribute__((target("avx512f,avx512bw"))) static int conv_codes_avx512(
+    const edgeq_ternary_params* p, const uint8_t* codes, int32_t pairs, const int8_t* x,
+    const int32_t* xd, int8_t* y) {
+  const int32_t n = xd[0], h = xd[1], wd = xd[2], c = xd[3], o_n = p->out_depth;
+  const int32_t kh = p->kernel_h, kw = p->kernel_w, taps = kh * kw;
+  const int32_t blocks = (o_n + FC_BLOCK - 1) / FC_BLOCK;
+  int32_t pt = 0, pl = 0;
+  const int32_t oh = out_size(h, kh, p->stride_h, p->dilation_h, p->padding, &pt);
+  const int32_t ow = out_size(wd, kw, p->stride_w, p->dilation_w, p->padding, &pl);
+  const int64_t per_pixel = 64 * (int64_t)pairs; /* int16 per pixel: 2·pairs tables of 32 */
+  int16_t* t = (int16_t*)aligned_alloc(64, sizeof(int16_t) * (size_t)(per_pixel * h * wd));
+  if (!t) return 0;
+  int32_t sums[FC_BLOCK];
+  for (int32_t b = 0; b < n; ++b) {
+    const int8_t* xb = x + (int64_t)b * h * wd * c;
+    for (int64_t i = 0; i < (int64_t)h * wd; ++i)
+      fc_tables_avx512(xb + i * c, c, p->in_zp, 2 * pairs, t + i * per_pixel);
     for (int32_t oy = 0; oy < oh; ++oy)
       for (int32_t ox = 0; ox < ow; ++ox) {
         int8_t* yp = y + (((int64_t)b * oh + oy) * ow + ox) * o_n;
-        const uint8_t* base =
-            u + (((int64_t)b * hp + (int64_t)oy * p->stride_h) * wp + (int64_t)ox * p->stride_w) * c;
-        for (int32_t o = 0; o < o_n; ++o) {
-          const uint64_t* m = masks + 2 * (int64_t)o * kh;
-          __m512i accp = zero, accm = zero;
+        for (int32_t blk = 0; blk < blocks; ++blk) {
+          const uint8_t* cb = codes + (int64_t)blk * taps * pairs * 64;
+          __m512i lo = _mm512_setzero_si512(), hi = lo, acc = lo;
+          int32_t pending = 0; /* pairs in acc */
           for (int32_t ky = 0; ky < kh; ++ky) {
-            __m512i v = _mm512_maskz_loadu_epi8(lanes, (const void*)(base + ky * sy));
-            accp = _mm512_add_epi64(accp, _mm512_sad_epu8(_mm512_maskz_mov_epi8(m[2 * ky], v), zero));
-            accm = _mm512_add_epi64(accm, _mm512_sad_epu8(_mm512_maskz_mov_epi8(m[2 * ky + 1], v), zero));
+            const int32_t iy = oy * p->stride_h + ky * p->dilation_h - pt;
+            if (iy < 0 || iy >= h) continue;
+            for (int32_t kx = 0; kx < kw; ++kx) {
+              const int32_t ix = ox * p->stride_w + kx * p->dilation_w - pl;
+              if (ix < 0 || ix >= wd) continue;
+              const int16_t* tp = t + ((int64_t)iy * wd + ix) * per_pixel;
+              const uint8_t* cp = cb + (int64_t)(ky * kw + kx) * pairs * 64;
+              for (int32_t q = 0; q < pairs; ++q) {
+                const __m512i w = _mm512_load_si512((const void*)(cp + 64 * (int64_t)q));
+                acc = _mm512_add_epi16(acc, _mm512_permutexvar_epi16(w, _mm512_load_si512((const void*)(tp + 64 * q))));
+                acc = _mm512_add_epi16(acc, _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 8), _mm512_load_si512((const void*)(tp + 64 * q + 32))));
+                if (++pending == FC_FLUSH) {
+                  lo = _mm512_add_epi32(lo, widen_lo(acc));
+                  hi = _mm512_add_epi32(hi, widen_hi(acc));
+                  acc = _mm512_setzero_si512();
+                  pending = 0;
+                }
+              }
+            }
           }
-          uint32_t s = (uint32_t)p->bias[o] +
-                       (uint32_t)(_mm512_reduce_add_epi64(accp) - _mm512_reduce_add_epi64(accm));
-          yp[o] = requant((int32_t)(s - corr * (uint32_t)bal[o]), p->multiplier[o], p->shift[o],
-                          p->out_zp, p->act_min, p->act_max);
+          lo = _mm512_add_epi32(lo, widen_lo(acc));
+          hi = _mm512_add_epi32(hi, widen_hi(acc));
+          _mm512_storeu_si512((void*)sums, lo);
+          _mm512_storeu_si512((void*)(sums + 16), hi);
+          const int32_t o0 = blk * FC_BLOCK, nb = o_n - o0 < FC_BLOCK ? o_n - o0 : FC_BLOCK;
+          for (int32_t l = 0; l < nb; ++l) sums[l] = (int32_t)((uint32_t)p->bias[o0 + l] + (uint32_t)sums[l]);
+          for (int32_t l = 0; l < nb; l += 16) requant16_avx512(p, sums + l, o0 + l, nb - l, yp + o0 + l);
         }
       }
-  free(masks);
-  free(bal);
+  }
+  free(t);
   return 1;
 }
 #endif /* EDGEQ_X86 */
@@ -641,12 +644,6 @@ static int eval_conv(const edgeq_ternary_params* p, const uint8_t* w, const int8
     }
   const uint32_t corr = (uint32_t)(128 + p->in_zp);
   dot_fn dot = pick_dot();
-#ifdef EDGEQ_X86
-  if (dot == dot_avx512 && conv_rows_avx512(p, w, u, n, oh, ow, hp, wp, c, y)) {
-    free(u);
-    return E_OK;
-  }
-#endif
   for (int32_t b = 0; b < n; ++b)
     for (int32_t oy = 0; oy < oh; ++oy)
       for (int32_t ox = 0; ox < ow; ++ox) {
@@ -672,34 +669,39 @@ struct edgeq_ternary_prepared {
   edgeq_ternary_params p; /* bias, multiplier and shift point into q */
   int32_t* q;             /* a copy of the qparams words */
   uint8_t* w;             /* a copy of the packed weights (format 2) */
-  uint8_t* codes;         /* FC with AVX-512: the prepared layout (fc_codes); NULL otherwise */
+  uint8_t* codes;         /* AVX-512: the prepared layout (make_codes); NULL otherwise */
   int32_t pairs;          /* code pairs per channel in codes */
   int64_t n_words, weight_bytes;
 };
 
 #ifdef EDGEQ_X86
-/* The prepared FC layout of fc_codes_avx512: block b of 32 channels holds `pairs` vectors of 64
- * bytes; byte 2l + h of vector j is the base-3 code of channel 32b + l on inputs 3(2j + h) ..
- * 3(2j + h) + 2 (digit i for input i of the group: 0, 1, 2 for weight 0, +1, −1). Channels and
- * inputs past the op's are code 0. */
-static uint8_t* fc_codes(const edgeq_ternary_params* p, const uint8_t* w, int32_t* pairs_out) {
+/* The prepared layout of fc_codes_avx512 and conv_codes_avx512: block b of 32 channels holds
+ * taps · pairs vectors of 64 bytes (taps = 1 for FC); byte 2l + h of vector (tap, j) is the base-3
+ * code of channel 32b + l on inputs (channels) 3(2j + h) .. 3(2j + h) + 2 of that tap (digit i for
+ * input i of the group: 0, 1, 2 for weight 0, +1, −1). Channels and inputs past the op's are 0. */
+static uint8_t* make_codes(const edgeq_ternary_params* p, const uint8_t* w, int32_t* pairs_out) {
   static const uint8_t kPow3[3] = {1, 3, 9};
   const int32_t k = p->in_depth, o_n = p->out_depth, rb = p->row_bytes;
+  const int32_t taps = p->kernel_h * p->kernel_w, fc = p->kind == EDGEQ_TERNARY_KIND_FC;
   const int32_t pairs = ((k + 2) / 3 + 1) / 2, blocks = (o_n + FC_BLOCK - 1) / FC_BLOCK;
-  const size_t bytes = (size_t)blocks * (size_t)pairs * 64;
+  const size_t bytes = (size_t)blocks * (size_t)taps * (size_t)pairs * 64;
   uint8_t* codes = (uint8_t*)aligned_alloc(64, bytes);
   if (!codes) return NULL;
   memset(codes, 0, bytes);
   for (int32_t o = 0; o < o_n; ++o) {
     const int32_t b0 = o - o % FC_BLOCK, l = o - b0, n = o_n - b0 < FC_BLOCK ? o_n - b0 : FC_BLOCK;
-    const uint8_t* plus = w + (int64_t)b0 * rb + 2 * l; /* the FC layout, as in eval_fc */
-    uint8_t* dst = codes + (int64_t)(b0 / FC_BLOCK) * pairs * 64 + 2 * l;
-    for (int32_t i = 0; i < k; ++i) {
-      const uint32_t bit = 1u << (i % 16);
-      const int t = ((word16(plus, i / 16, 4 * n) & bit) != 0) -
-                    ((word16(plus + 2 * n, i / 16, 4 * n) & bit) != 0);
-      const int32_t g = i / 3;
-      if (t) dst[64 * (g / 2) + g % 2] += (uint8_t)((t > 0 ? 1 : 2) * kPow3[i % 3]);
+    for (int32_t tap = 0; tap < taps; ++tap) {
+      /* +1 and −1 planes: the FC layout (as in eval_fc), or a conv row (as in eval_conv) */
+      const uint8_t* plus = fc ? w + (int64_t)b0 * rb + 2 * l : w + ((int64_t)o * taps + tap) * rb;
+      const uint8_t* minus = fc ? plus + 2 * n : plus + rb / 2;
+      const int32_t ws = fc ? 4 * n : 2;
+      uint8_t* dst = codes + ((int64_t)(b0 / FC_BLOCK) * taps + tap) * pairs * 64 + 2 * l;
+      for (int32_t i = 0; i < k; ++i) {
+        const uint32_t bit = 1u << (i % 16);
+        const int t = ((word16(plus, i / 16, ws) & bit) != 0) - ((word16(minus, i / 16, ws) & bit) != 0);
+        const int32_t g = i / 3;
+        if (t) dst[64 * (g / 2) + g % 2] += (uint8_t)((t > 0 ? 1 : 2) * kPow3[i % 3]);
+      }
     }
   }
   *pairs_out = pairs;
@@ -742,8 +744,7 @@ int edgeq_ternary_prepare(const int32_t* q, int64_t n_words, const uint8_t* w,
   edgeq_ternary_parse(op->q, n_words, &op->p, NULL, 0); /* the same words: cannot fail */
 #ifdef EDGEQ_X86
   /* Without the codes (out of memory) the op still runs, on the format-2 path. */
-  if (p.kind == EDGEQ_TERNARY_KIND_FC && pick_dot() == dot_avx512)
-    op->codes = fc_codes(&op->p, op->w, &op->pairs);
+  if (pick_dot() == dot_avx512) op->codes = make_codes(&op->p, op->w, &op->pairs);
 #endif
   *out = op;
   return E_OK;
@@ -782,6 +783,10 @@ int edgeq_ternary_run(const edgeq_ternary_prepared* op, const int8_t* x, const i
   if (y_len != (int64_t)xd[0] * oh * ow * p->out_depth)
     FAIL(E_SHAPE, "output has %lld elements, expected %lld", (long long)y_len,
          (long long)xd[0] * oh * ow * p->out_depth);
+#ifdef EDGEQ_X86
+  if (op->codes && pick_dot() == dot_avx512 && conv_codes_avx512(p, op->codes, op->pairs, x, xd, y))
+    return E_OK;
+#endif
   return eval_conv(p, op->w, x, xd, y, err, errlen);
 }
 
