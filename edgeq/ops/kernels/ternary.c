@@ -6,8 +6,9 @@
  * byte moves / compares and PSADBW; NEON: VTST and pairwise widening adds; scalar: AND with a
  * 0/0xFF mask). The +128 and the input zero point come back as one per-channel correction,
  * (128 + in_zp) · (n₊ − n₋), with n₊/n₋ counted by popcount. Requantization is fixed point.
- * FC with AVX-512 instead adds precomputed subset sums of the input, looked up with the weight
- * words of 32 channels as the index vector (fc_block_avx512).
+ * With AVX-512, FC and conv instead run on a layout made once per op (edgeq_ternary_prepare):
+ * base-3 codes of three weights, the index vector of a lookup in a table of the 27 sums of three
+ * inputs (fc_blocks_avx512, conv_codes_avx512).
  */
 #include "ternary.h"
 
