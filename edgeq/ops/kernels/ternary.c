@@ -298,6 +298,13 @@ __attribute__((target("avx512f,avx512bw"))) static void requant16_avx512(
   _mm512_mask_cvtepi32_storeu_epi8(y, lanes, out);
 }
 
+/* y[l] for channels o0 .. o0 + n − 1 from their sums: + bias (wrapping), requantized. */
+__attribute__((target("avx512f,avx512bw"))) static void store_channels(
+    const edgeq_ternary_params* p, int32_t* sums, int32_t o0, int32_t n, int8_t* y) {
+  for (int32_t l = 0; l < n; ++l) sums[l] = (int32_t)((uint32_t)p->bias[o0 + l] + (uint32_t)sums[l]);
+  for (int32_t l = 0; l < n; l += 16) requant16_avx512(p, sums + l, o0 + l, n - l, y + l);
+}
+
 /* All rows of an FC op from its prepared codes. Returns 0 when out of memory. */
 __attribute__((target("avx512f,avx512bw"))) static int fc_codes_avx512(
     const edgeq_ternary_params* p, const uint8_t* codes, int32_t pairs, const int8_t* x,
@@ -317,9 +324,8 @@ __attribute__((target("avx512f,avx512bw"))) static int fc_codes_avx512(
       else
         for (int j = 0; j < nb; ++j)
           fc_blocks_avx512(codes + (b + j) * stride, stride, 1, pairs, t, sums + FC_BLOCK * j);
-      const int32_t o0 = b * FC_BLOCK, n = o_n - o0 < nb * FC_BLOCK ? o_n - o0 : nb * FC_BLOCK;
-      for (int32_t l = 0; l < n; ++l) sums[l] = (int32_t)((uint32_t)p->bias[o0 + l] + (uint32_t)sums[l]);
-      for (int32_t l = 0; l < n; l += 16) requant16_avx512(p, sums + l, o0 + l, n - l, yr + o0 + l);
+      const int32_t o0 = b * FC_BLOCK;
+      store_channels(p, sums, o0, o_n - o0 < nb * FC_BLOCK ? o_n - o0 : nb * FC_BLOCK, yr + o0);
     }
   }
   free(t);
@@ -380,9 +386,8 @@ __attribute__((target("avx512f,avx512bw"))) static int conv_codes_avx512(
           hi = _mm512_add_epi32(hi, widen_hi(acc));
           _mm512_storeu_si512((void*)sums, lo);
           _mm512_storeu_si512((void*)(sums + 16), hi);
-          const int32_t o0 = blk * FC_BLOCK, nb = o_n - o0 < FC_BLOCK ? o_n - o0 : FC_BLOCK;
-          for (int32_t l = 0; l < nb; ++l) sums[l] = (int32_t)((uint32_t)p->bias[o0 + l] + (uint32_t)sums[l]);
-          for (int32_t l = 0; l < nb; l += 16) requant16_avx512(p, sums + l, o0 + l, nb - l, yp + o0 + l);
+          const int32_t o0 = blk * FC_BLOCK;
+          store_channels(p, sums, o0, o_n - o0 < FC_BLOCK ? o_n - o0 : FC_BLOCK, yp + o0);
         }
       }
   }
