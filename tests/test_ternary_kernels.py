@@ -528,9 +528,10 @@ def test_aarch64_build_bit_exact_under_qemu(tmp_path: Path) -> None:
             np.testing.assert_array_equal(got, want)
 
 
-def test_conv_whole_kernel_row_path_is_bit_exact() -> None:
-    """Shapes where a kernel row's taps are one vector (dilation_w 1, C a multiple of 8, KW·C ≤ 64):
-    the AVX-512 conv path for them must give the reference's bytes like every other path."""
+def test_conv_common_shapes_bit_exact() -> None:
+    """120 more convs with the channel counts of small CNNs (multiples of 8), padded taps, strides
+    and row dilation: the best inner loop (on AVX-512, the per-pixel table path) and scalar give
+    the reference's bytes."""
     kernels = TernaryKernels(build_library())
     rng = np.random.default_rng(42)
     for _ in range(120):
