@@ -19,9 +19,9 @@ def test_pipeline_ternary_writes_a_custom_op_model_and_measures_it(ternary_pipel
     model = out / "model.tflite"
     data = model.read_bytes()
     ops = report["model"]["op_counts"]
-    # The first conv stays a builtin int8 op; the other conv and both dense layers are ternary.
-    assert ops.get("EDGEQ_TERNARY_CONV2D") == 1 and ops.get("EDGEQ_TERNARY_FC") == 2
-    assert ops.get("CONV_2D") == 1 and "FULLY_CONNECTED" not in ops
+    # The first conv and the logits layer stay builtin int8 ops; the other conv and dense are ternary.
+    assert ops.get("EDGEQ_TERNARY_CONV2D") == 1 and ops.get("EDGEQ_TERNARY_FC") == 1
+    assert ops.get("CONV_2D") == 1 and ops.get("FULLY_CONNECTED") == 1
     nodes = rewrite.read_ternary_ops(data)
     assert [n.index for n in nodes] == [c["index"] for c in report["custom_ops"]]
     assert describe(model).full_int8
@@ -48,13 +48,13 @@ def test_inspect_shows_custom_ops_with_packed_size_and_options(ternary_pipeline_
     info = json.loads(run.stdout)
     assert info["full_int8"] is True and info["violations"] == []
     custom = info["custom_ops"]
-    assert [c["op"] for c in custom] == ["EDGEQ_TERNARY_CONV2D", "EDGEQ_TERNARY_FC", "EDGEQ_TERNARY_FC"]
+    assert [c["op"] for c in custom] == ["EDGEQ_TERNARY_CONV2D", "EDGEQ_TERNARY_FC"]
     for c in custom:
         o = c["options"]
         assert o["version"] == spec.FORMAT_VERSION and o["out_depth"] == c["weight_shape"][0]
         assert c["packed_weight_bytes"] == np.prod(c["weight_shape"][:-1]) * spec.row_bytes(o["in_depth"])
         assert c["bits_per_weight"] == round(8 * c["packed_weight_bytes"] / c["weights"], 3)
-    conv, fc1, _ = custom
+    conv, fc1 = custom
     assert conv["options"]["kind"] == spec.KIND_CONV2D and conv["options"]["padding"] == spec.PADDING_SAME
     assert conv["bits_per_weight"] == 2.0 and fc1["bits_per_weight"] == 2.0  # depths are multiples of 8
     roles = {t["role"] for t in info["tensors"]}

@@ -16,9 +16,12 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int) 
     """Build ``teacher``, ``student`` or ``student_ternary`` for images of ``input_shape`` (H, W, C).
 
     ``student_ternary`` is the student's topology with ternary weights (``TernaryConv2D`` /
-    ``TernaryDense``, exported as EDGEQ_TERNARY_* custom ops) everywhere except the first conv: with
-    one or three input channels its 9–27 weights per filter carry too little to ternarize well, and
-    they are < 1 % of the student's weights, so keeping them int8 costs no size worth the accuracy.
+    ``TernaryDense``, exported as EDGEQ_TERNARY_* custom ops) everywhere except the first conv and
+    the logits layer, as in the ternary-network papers: with one or three input channels the first
+    conv's 9–27 weights per filter carry too little to ternarize well, and the logits layer decides
+    the class from few weights; together they are about 2 % of the student's weights, so keeping
+    them int8 costs little size for the accuracy (digits, int8 model: 99.16 % and 98.61 % in two
+    runs, against 97.77 % twice with ternary logits; 16.2–16.3 kB instead of 16.0 kB).
     """
     k = tfenv.keras()
     layers = k.layers
@@ -50,8 +53,6 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int) 
             x = layers.MaxPooling2D(2)(x)
         x = layers.Flatten()(x)
         x = TernaryDense(64, activation="relu")(x)
-        outputs = TernaryDense(num_classes, name="logits")(x)
-        return k.Model(inputs, outputs, name=arch)
     else:
         x = layers.Conv2D(16, 3, strides=stride, padding="same", activation="relu")(inputs)
         x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)

@@ -45,7 +45,7 @@ def report_markdown(r: dict[str, Any]) -> str:
             f"| same ternary weights as builtin int8 ops | {_pct(acc.get('student_int8_qat_builtin_ops'))} | "
             f"{_kb(size.get('student_int8_builtin_ops'))} |",
             "",
-            "Ternary weights: the QAT student's conv/dense layers (all but the first conv) are "
+            "Ternary weights: the QAT student's conv/dense layers (all but the first conv and the logits layer) are "
             "EDGEQ_TERNARY_* custom ops with 2-bit packed weights (docs/custom_ops.md).",
         ]
     if params.get("teacher") and params.get("student"):
