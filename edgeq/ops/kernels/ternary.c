@@ -263,12 +263,11 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) static inline void fc
 }
 
 /* requant() for n ≤ 16 channels at once, bit-exact (multiplier ≥ 0, as parse() guarantees, so
- * the INT32_MIN · INT32_MIN case of srdhm cannot occur). y[l] for acc[l], channel c0 + l. */
+ * the INT32_MIN · INT32_MIN case of srdhm cannot occur). y[l] for lane l of a0, channel c0 + l. */
 __attribute__((target("avx512f,avx512bw"))) static void requant16_avx512(
-    const edgeq_ternary_params* p, const int32_t* acc, int32_t c0, int32_t n, int8_t* y) {
+    const edgeq_ternary_params* p, __m512i a0, int32_t c0, int32_t n, int8_t* y) {
   const __mmask16 lanes = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
   const __m512i zero = _mm512_setzero_si512();
-  const __m512i a0 = _mm512_maskz_loadu_epi32(lanes, acc);
   const __m512i m = _mm512_maskz_loadu_epi32(lanes, p->multiplier + c0);
   const __m512i sh = _mm512_maskz_loadu_epi32(lanes, p->shift + c0);
   const __m512i left = _mm512_max_epi32(sh, zero), right = _mm512_max_epi32(_mm512_sub_epi32(zero, sh), zero);
@@ -300,9 +299,13 @@ __attribute__((target("avx512f,avx512bw"))) static void requant16_avx512(
 
 /* y[l] for channels o0 .. o0 + n − 1 from their sums: + bias (wrapping), requantized. */
 __attribute__((target("avx512f,avx512bw"))) static void store_channels(
-    const edgeq_ternary_params* p, int32_t* sums, int32_t o0, int32_t n, int8_t* y) {
-  for (int32_t l = 0; l < n; ++l) sums[l] = (int32_t)((uint32_t)p->bias[o0 + l] + (uint32_t)sums[l]);
-  for (int32_t l = 0; l < n; l += 16) requant16_avx512(p, sums + l, o0 + l, n - l, y + l);
+    const edgeq_ternary_params* p, const int32_t* sums, int32_t o0, int32_t n, int8_t* y) {
+  for (int32_t l = 0; l < n; l += 16) {
+    const __mmask16 lanes = n - l >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - l)) - 1);
+    const __m512i acc = _mm512_add_epi32(_mm512_maskz_loadu_epi32(lanes, sums + l), /* wraps */
+                                         _mm512_maskz_loadu_epi32(lanes, p->bias + o0 + l));
+    requant16_avx512(p, acc, o0 + l, n - l, y + l);
+  }
 }
 
 /* All rows of an FC op from its prepared codes. Returns 0 when out of memory. */
