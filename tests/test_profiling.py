@@ -6,11 +6,13 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import missing_prerequisite
 
 from edgeq.devices.deploy import deploy_file, remote_path_for
 from edgeq.devices.transport import LocalTransport
@@ -159,6 +161,29 @@ def test_deploy_replaces_a_damaged_copy(tiny_model: Path, tmp_path: Path) -> Non
         again = deploy_file(t, sys.executable, workdir, tiny_model, "models")
     assert again.bytes_sent == tiny_model.stat().st_size
     assert Path(again.remote_path).read_bytes() == tiny_model.read_bytes()
+
+
+def test_deploy_refuses_a_file_larger_than_the_free_space(tiny_model: Path, tmp_path: Path) -> None:
+    """The device's workdir on a real 256 KiB tmpfs: a 1 MiB file is refused before anything is sent,
+    with one line saying what is free and what is needed, and leaves nothing behind; a small file
+    still deploys there."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        missing_prerequisite("mounting a tmpfs for the free-space test needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+    try:
+        big = tmp_path / "big.tflite"
+        big.write_bytes(os.urandom(1 << 20))
+        workdir = str(mnt / "device")
+        with LocalTransport() as t:
+            with pytest.raises(DeviceError, match=r"has 0\.\d MiB free in .*, big\.tflite needs 1\.0 MiB"):
+                deploy_file(t, sys.executable, workdir, big, "models")
+            assert [p for p in mnt.rglob("*") if p.is_file()] == []
+            small = deploy_file(t, sys.executable, workdir, tiny_model, "models")
+        assert Path(small.remote_path).read_bytes() == tiny_model.read_bytes()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_weird_filename_deploys_and_profiles_without_running_anything(
