@@ -101,9 +101,14 @@ def _wait_banner(port: int, proc: subprocess.Popen[bytes], deadline_s: float) ->
 
 
 def start_sshd(
-    root: Path, client_key: Path, host_key: Path | None = None, port: int | None = None
+    root: Path,
+    client_key: Path,
+    host_key: Path | None = None,
+    port: int | None = None,
+    extra: tuple[str, ...] = (),
 ) -> SshServer:
-    """Start sshd with its own config under ``root``; ``host_key`` defaults to a fresh one."""
+    """Start sshd with its own config under ``root``; ``host_key`` defaults to a fresh one; ``extra``
+    lines are appended to its sshd_config (e.g. ``"AllowTcpForwarding no"``)."""
     require_sshd()
     root.mkdir(parents=True, exist_ok=True)
     if host_key is None:
@@ -139,6 +144,7 @@ def start_sshd(
                     "MaxSessions 50",
                     "LogLevel ERROR",
                     "Subsystem sftp internal-sftp",
+                    *extra,
                     "",
                 ]
             )
@@ -181,11 +187,13 @@ def sshd(tmp_path_factory: pytest.TempPathFactory, sshd_keys: Path) -> Iterator[
 
 @pytest.fixture
 def sshd_factory(tmp_path: Path, sshd_keys: Path) -> Iterator[object]:
-    """``sshd_factory(host_key=None, port=None) -> SshServer``; every server is stopped after the test."""
+    """``sshd_factory(host_key=None, port=None, extra=()) -> SshServer``; every server is stopped after
+    the test."""
     servers: list[SshServer] = []
 
-    def make(host_key: Path | None = None, port: int | None = None) -> SshServer:
-        server = start_sshd(Path(tempfile.mkdtemp(dir=tmp_path, prefix="sshd-")), sshd_keys, host_key, port)
+    def make(host_key: Path | None = None, port: int | None = None, extra: tuple[str, ...] = ()) -> SshServer:
+        root = Path(tempfile.mkdtemp(dir=tmp_path, prefix="sshd-"))
+        server = start_sshd(root, sshd_keys, host_key, port, extra)
         servers.append(server)
         return server
 

@@ -449,6 +449,100 @@ def test_unknown_host_is_refused_with_fingerprint_then_pinned(
     t.close()
 
 
+def _ssh_config(home: Path, **hosts: dict[str, object]) -> None:
+    """Write ``~/.ssh/config`` in the test's private HOME: one ``Host`` block per keyword."""
+    lines = []
+    for alias, opts in hosts.items():
+        lines.append(f"Host {alias}")
+        lines += [f"    {key} {value}" for key, value in opts.items()]
+    (home / ".ssh" / "config").write_text("\n".join(lines) + "\n")
+
+
+def test_ssh_config_gives_host_name_port_user_and_key(trusted: SshServer, ssh_env: Path, wd: Path) -> None:
+    """A profile whose host is an alias of ~/.ssh/config connects with that file's HostName, Port,
+    User and IdentityFile; the host key is checked for the real address."""
+    _ssh_config(
+        ssh_env,
+        **{
+            "lab-board": {
+                "HostName": trusted.host,
+                "Port": trusted.port,
+                "User": trusted.user,
+                "IdentityFile": trusted.client_key,
+            }
+        },
+    )
+    profiles = wd.parent / "profiles"
+    profiles.mkdir()
+    (profiles / "lab.toml").write_text(
+        f'extends = "generic-x86_64"\nhost = "lab-board"\nworkdir = "{wd}"\npython = "{DEVICE_PYTHON}"\n'
+    )
+    t = SSHTransport.from_profile(load_profile("lab", [profiles]), retry=FAST)
+    assert (t.host, t.port, t.user, t.identity_file) == (
+        trusted.host,
+        trusted.port,
+        trusted.user,
+        trusted.client_key,
+    )
+    assert t.run(["echo", "via config"]).stdout == "via config\n" and t.host_key_outcome == "known"
+    t.close()
+
+
+def test_proxy_jump_connects_through_the_jump_host(
+    sshd_factory: Callable[..., SshServer], ssh_env: Path, wd: Path
+) -> None:
+    jump, device = sshd_factory(), sshd_factory()
+    pin_host_key(ssh_env, jump)
+    pin_host_key(ssh_env, device)
+    key = device.client_key
+    _ssh_config(
+        ssh_env,
+        gw={"HostName": jump.host, "Port": jump.port, "IdentityFile": key},
+        board={"HostName": device.host, "Port": device.port, "IdentityFile": key, "ProxyJump": "gw"},
+    )
+    t = SSHTransport("board", workdir=str(wd), python=DEVICE_PYTHON, retry=FAST)
+    assert [h.host for h in t.jumps] == ["gw"]
+    assert t.run(["echo", "jumped"]).stdout == "jumped\n"
+    t.close()
+    # The route really is through the jump host: without it the device cannot be reached.
+    jump.stop()
+    with pytest.raises(
+        DeviceError, match=rf"cannot connect to .*:{jump.port} \(jump host for .*:{device.port}\)"
+    ):
+        SSHTransport("board", workdir=str(wd), python=DEVICE_PYTHON, retry=FAST).connect()
+
+
+def test_proxy_jump_failures_are_one_clear_line(
+    sshd_factory: Callable[..., SshServer], ssh_env: Path, wd: Path
+) -> None:
+    """A jump host that does not forward, and a jump host whose key is unknown, each give one line
+    naming the jump host; nothing is trusted silently along the way."""
+    no_forward, device = sshd_factory(extra=("AllowTcpForwarding no",)), sshd_factory()
+    pin_host_key(ssh_env, no_forward)
+    pin_host_key(ssh_env, device)
+    key = device.client_key
+    _ssh_config(
+        ssh_env,
+        gw={"HostName": no_forward.host, "Port": no_forward.port, "IdentityFile": key},
+        board={"HostName": device.host, "Port": device.port, "IdentityFile": key, "ProxyJump": "gw"},
+    )
+    with pytest.raises(DeviceError) as e:
+        SSHTransport("board", workdir=str(wd), python=DEVICE_PYTHON, retry=FAST).connect()
+    assert f":{no_forward.port} did not forward to 127.0.0.1:{device.port}" in e.value.message
+    assert "AllowTcpForwarding" in e.value.hint and "\n" not in e.value.message
+
+    unknown = sshd_factory()  # its host key is not pinned
+    _ssh_config(
+        ssh_env,
+        gw={"HostName": unknown.host, "Port": unknown.port, "IdentityFile": key},
+        board={"HostName": device.host, "Port": device.port, "IdentityFile": key, "ProxyJump": "gw"},
+    )
+    with pytest.raises(DeviceError, match=rf"\[127\.0\.0\.1\]:{unknown.port}"):
+        SSHTransport("board", workdir=str(wd), python=DEVICE_PYTHON, retry=FAST).connect()
+    with pytest.raises(UserInputError, match="ProxyJump hop 'a b'"):
+        SSHTransport("board", proxy_jump="a b", workdir=str(wd), python=DEVICE_PYTHON)
+
+
 def test_user_known_hosts_hashed_entries_are_honoured(sshd: SshServer, ssh_env: Path, wd: Path) -> None:
     kh = ssh_env / ".ssh" / "known_hosts"
     kh.write_text(f"[{sshd.host}]:{sshd.port} {sshd.host_key_pub}\n")

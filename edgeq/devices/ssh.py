@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import paramiko
 from paramiko.sftp import CMD_EXTENDED
 
+from edgeq.devices import ssh_config
 from edgeq.devices.known_hosts import EdgeqHostKeyPolicy, KnownHosts, transport_factory
 from edgeq.devices.transport import CommandResult
 from edgeq.errors import DeviceError, UserInputError
@@ -268,9 +269,11 @@ class SSHTransport:
         self,
         host: str,
         *,
-        port: int = 22,
+        port: int | None = None,
         user: str | None = None,
         identity_file: Path | str | None = None,
+        proxy_jump: str | None = None,
+        use_ssh_config: bool = True,
         workdir: str = DEFAULT_WORKDIR,
         python: str = "python3",
         name: str | None = None,
@@ -285,10 +288,16 @@ class SSHTransport:
     ) -> None:
         if not host:
             raise UserInputError("no host given for the SSH device", "set host in the device profile")
-        self.host = host
-        self.port = int(port)
-        self.user = user or _local_user()
-        self.identity_file = Path(identity_file).expanduser() if identity_file else None
+        # ~/.ssh/config fills in what the caller leaves open (edgeq/devices/ssh_config.py).
+        self.use_ssh_config = use_ssh_config
+        cfg = ssh_config.lookup(host) if use_ssh_config else ssh_config.HostConfig(host)
+        self.host = cfg.hostname
+        self.port = int(port) if port is not None else (cfg.port or 22)
+        self.user = user or cfg.user or _local_user()
+        identity = identity_file or cfg.identity_file
+        self.identity_file = Path(identity).expanduser() if identity else None
+        jump = proxy_jump or cfg.proxy_jump
+        self.jumps = ssh_config.parse_jumps(jump) if jump else []
         remote_path(workdir)  # validate early
         self._workdir_spec = workdir
         self.python = python
@@ -302,6 +311,8 @@ class SSHTransport:
         self.dead_after_s = dead_after_s
         self.retry = retry or RetryPolicy()
         self._client: paramiko.SSHClient | None = None
+        self._jump_clients: list[paramiko.SSHClient] = []
+        self._hop = (self.host, self.port, self.user, self.identity_file)  # the one being connected
         self._sftp: paramiko.SFTPClient | None = None
         self._home: str | None = None
         self._fsync_ext: bool | None = None  # does the server do fsync@openssh.com?
@@ -324,7 +335,7 @@ class SSHTransport:
         assert profile.host is not None
         return cls(
             profile.host,
-            port=profile.port,
+            port=profile.port if profile.port != 22 else None,  # else ~/.ssh/config's Port, or 22
             user=profile.user,
             identity_file=profile.identity_file,
             workdir=profile.workdir,
@@ -376,77 +387,132 @@ class SSHTransport:
                     f"load it into ssh-agent (ssh-add {self.identity_file}) and keep SSH_AUTH_SOCK set",
                 ) from exc
             except paramiko.AuthenticationException as exc:
-                keys = str(self.identity_file) if self.identity_file else "ssh-agent and ~/.ssh/id_*"
+                host, port, user, identity = self._hop
+                keys = str(identity) if identity else "ssh-agent and ~/.ssh/id_*"
                 raise DeviceError(
-                    f"authentication failed for {self.target}: no key was accepted (tried {keys})",
+                    f"authentication failed for {user}@{host}:{port}: no key was accepted (tried {keys})",
                     "install your public key on the device "
-                    f"(ssh-copy-id -p {self.port} {self.user}@{self.host}) "
+                    f"(ssh-copy-id -p {port} {user}@{host}) "
                     "or set identity_file in the profile; passwords are not supported",
                 ) from exc
             except socket.gaierror as exc:
                 raise DeviceError(
-                    f"cannot resolve host name {self.host!r}: {exc.strerror}",
+                    f"cannot resolve host name {self._hop[0]!r}: {exc.strerror}",
                     "check host in the device profile (or use the device's IP address)",
                 ) from exc
             except _NET_ERRORS as exc:
                 failures += 1
                 self.connect_failures += 1
                 if failures >= self.retry.attempts:
+                    host, port, user, _ = self._hop
+                    hop = f"{user}@{host}:{port}"
+                    via = "" if hop == self.target else f" (jump host for {self.target})"
                     raise DeviceError(
-                        f"cannot connect to {self.target} after {failures} attempts in "
+                        f"cannot connect to {hop}{via} after {failures} attempts in "
                         f"{time.monotonic() - started:.1f} s: {_reason(exc)}",
                         "check that the device is on, reachable and running sshd "
                         f"(edgeq devices check {self.name})",
                     ) from exc
                 time.sleep(self.retry.delay(failures))
 
-    def _connect_once(self) -> paramiko.SSHClient:
-        sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
-        try:
-            _tune_socket(sock, self.keepalive_s, self.dead_after_s)
-            client = paramiko.SSHClient()
-            # The client's own key cache stays empty: every server key goes through our policy.
-            policy = EdgeqHostKeyPolicy(self.known_hosts, self.host, self.port, self.trust_new_host)
-            client.set_missing_host_key_policy(policy)
-            try:
-                client.connect(
-                    self.host,
-                    port=self.port,
-                    username=self.user,
-                    password=None,
-                    key_filename=str(self.identity_file) if self.identity_file else None,
-                    allow_agent=self.allow_agent,
-                    look_for_keys=self.identity_file is None,
-                    timeout=self.connect_timeout_s,
-                    banner_timeout=self.connect_timeout_s,
-                    auth_timeout=self.connect_timeout_s,
-                    channel_timeout=self.connect_timeout_s,
-                    sock=sock,
-                    transport_factory=transport_factory(self.known_hosts, self.host, self.port),
+    def _route(self) -> list[tuple[str, int, str, Path | None]]:
+        """(host, port, user, identity file) of every ProxyJump hop, then of the device."""
+        route = []
+        for hop in self.jumps:
+            cfg = ssh_config.lookup(hop.host) if self.use_ssh_config else ssh_config.HostConfig(hop.host)
+            route.append(
+                (
+                    cfg.hostname,
+                    hop.port or cfg.port or 22,
+                    hop.user or cfg.user or _local_user(),
+                    cfg.identity_file,
                 )
-            except BaseException:
-                client.close()
-                raise
+            )
+        return [*route, (self.host, self.port, self.user, self.identity_file)]
+
+    def _connect_once(self) -> paramiko.SSHClient:
+        """Connect hop by hop: TCP to the first, then each next one through a direct-tcpip channel of
+        the previous (OpenSSH's ProxyJump). Every hop's host key goes through the same policy."""
+        route = self._route()
+        clients: list[paramiko.SSHClient] = []
+        sock: Any = None
+        try:
+            for i, hop in enumerate(route):
+                self._hop = hop
+                host, port, user, identity = hop
+                if sock is None:
+                    sock = socket.create_connection((host, port), timeout=self.connect_timeout_s)
+                    _tune_socket(sock, self.keepalive_s, self.dead_after_s)
+                client, outcome = self._login(host, port, user, identity, sock)
+                clients.append(client)
+                t = client.get_transport()
+                assert t is not None
+                t.set_keepalive(max(1, int(self.keepalive_s)))
+                if i == len(route) - 1:
+                    self.host_key_outcome = outcome
+                    self._jump_clients = clients[:-1]
+                    return client
+                nxt = route[i + 1]
+                try:
+                    sock = t.open_channel(
+                        "direct-tcpip", (nxt[0], nxt[1]), ("127.0.0.1", 0), timeout=self.connect_timeout_s
+                    )
+                except paramiko.ChannelException as exc:
+                    raise DeviceError(
+                        f"jump host {user}@{host}:{port} did not forward to {nxt[0]}:{nxt[1]}: {exc.text}",
+                        "check ProxyJump in ~/.ssh/config and that the jump host allows TCP forwarding "
+                        "(AllowTcpForwarding) to the device",
+                    ) from exc
         except BaseException:
-            sock.close()
+            for c in clients:
+                c.close()
+            if sock is not None:
+                sock.close()
             raise
-        self.host_key_outcome = policy.outcome
-        t = client.get_transport()
-        assert t is not None
-        t.set_keepalive(max(1, int(self.keepalive_s)))
-        return client
+        raise AssertionError("unreachable")
+
+    def _login(
+        self, host: str, port: int, user: str, identity: Path | None, sock: Any
+    ) -> tuple[paramiko.SSHClient, str]:
+        """SSH over ``sock`` to one host: its key checked against our known_hosts, keys or agent only."""
+        client = paramiko.SSHClient()
+        # The client's own key cache stays empty: every server key goes through our policy.
+        policy = EdgeqHostKeyPolicy(self.known_hosts, host, port, self.trust_new_host)
+        client.set_missing_host_key_policy(policy)
+        try:
+            client.connect(
+                host,
+                port=port,
+                username=user,
+                password=None,
+                key_filename=str(identity) if identity else None,
+                allow_agent=self.allow_agent,
+                look_for_keys=identity is None,
+                timeout=self.connect_timeout_s,
+                banner_timeout=self.connect_timeout_s,
+                auth_timeout=self.connect_timeout_s,
+                channel_timeout=self.connect_timeout_s,
+                sock=sock,
+                transport_factory=transport_factory(self.known_hosts, host, port),
+            )
+        except BaseException:
+            client.close()
+            raise
+        return client, policy.outcome
 
     def _drop(self) -> None:
         """Forget the current connection (closing what is left of it)."""
-        sftp, client = self._sftp, self._client
+        sftp, client, jumps = self._sftp, self._client, self._jump_clients
         self._sftp = None
         self._client = None
+        self._jump_clients = []
         if sftp is not None:
             with contextlib.suppress(Exception):
                 sftp.close()
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close()
+        for c in [client, *reversed(jumps)]:
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    c.close()
 
     def close(self) -> None:
         self._drop()
