@@ -488,18 +488,23 @@ def test_ssh_config_gives_host_name_port_user_and_key(trusted: SshServer, ssh_en
     t.close()
 
 
+def _jump_config(home: Path, jump: SshServer, device: SshServer) -> None:
+    """``board`` is ``device`` reached through ``gw``, which is ``jump``."""
+    key = device.client_key
+    _ssh_config(
+        home,
+        gw={"HostName": jump.host, "Port": jump.port, "IdentityFile": key},
+        board={"HostName": device.host, "Port": device.port, "IdentityFile": key, "ProxyJump": "gw"},
+    )
+
+
 def test_proxy_jump_connects_through_the_jump_host(
     sshd_factory: Callable[..., SshServer], ssh_env: Path, wd: Path
 ) -> None:
     jump, device = sshd_factory(), sshd_factory()
     pin_host_key(ssh_env, jump)
     pin_host_key(ssh_env, device)
-    key = device.client_key
-    _ssh_config(
-        ssh_env,
-        gw={"HostName": jump.host, "Port": jump.port, "IdentityFile": key},
-        board={"HostName": device.host, "Port": device.port, "IdentityFile": key, "ProxyJump": "gw"},
-    )
+    _jump_config(ssh_env, jump, device)
     t = SSHTransport("board", workdir=str(wd), python=DEVICE_PYTHON, retry=FAST)
     assert [h.host for h in t.jumps] == ["gw"]
     assert t.run(["echo", "jumped"]).stdout == "jumped\n"
@@ -520,23 +525,14 @@ def test_proxy_jump_failures_are_one_clear_line(
     no_forward, device = sshd_factory(extra=("AllowTcpForwarding no",)), sshd_factory()
     pin_host_key(ssh_env, no_forward)
     pin_host_key(ssh_env, device)
-    key = device.client_key
-    _ssh_config(
-        ssh_env,
-        gw={"HostName": no_forward.host, "Port": no_forward.port, "IdentityFile": key},
-        board={"HostName": device.host, "Port": device.port, "IdentityFile": key, "ProxyJump": "gw"},
-    )
+    _jump_config(ssh_env, no_forward, device)
     with pytest.raises(DeviceError) as e:
         SSHTransport("board", workdir=str(wd), python=DEVICE_PYTHON, retry=FAST).connect()
     assert f":{no_forward.port} did not forward to 127.0.0.1:{device.port}" in e.value.message
     assert "AllowTcpForwarding" in e.value.hint and "\n" not in e.value.message
 
     unknown = sshd_factory()  # its host key is not pinned
-    _ssh_config(
-        ssh_env,
-        gw={"HostName": unknown.host, "Port": unknown.port, "IdentityFile": key},
-        board={"HostName": device.host, "Port": device.port, "IdentityFile": key, "ProxyJump": "gw"},
-    )
+    _jump_config(ssh_env, unknown, device)
     with pytest.raises(DeviceError, match=rf"\[127\.0\.0\.1\]:{unknown.port}"):
         SSHTransport("board", workdir=str(wd), python=DEVICE_PYTHON, retry=FAST).connect()
     with pytest.raises(UserInputError, match="ProxyJump hop 'a b'"):
