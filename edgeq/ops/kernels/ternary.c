@@ -197,9 +197,9 @@ __attribute__((target("avx512f,avx512bw,popcnt"))) static int32_t dot_avx512(
 }
 
 /* FC, AVX-512BW, by table lookups over a runtime layout made once per op (edgeq_ternary_prepare;
- * docs/custom_ops.md, "table lookups over a prepared layout"). The inputs are taken three at a time; the three
- * weights of a channel on such a group are one base-3 code (digit 0, 1, 2 for weight 0, +1, −1;
- * 27 codes). Per group, a table of 32 int16 holds Σ t·(x − in_zp) for every code. A block of 32
+ * docs/custom_ops.md, "table lookups over a prepared layout"). The inputs are taken three at a
+ * time; the three weights of a channel on such a group are one base-3 code (digit 0, 1, 2 for
+ * weight 0, +1, −1; 27 codes). Per group, a table of 32 int16 holds Σ t·(x − in_zp) for every code. A block of 32
  * channels stores two groups' codes per int16 lane (low byte, high byte): the loaded vector is the
  * index vector of VPERMW (which reads the low 5 bits of a lane), and a shift by 8 indexes the second
  * group. One lookup adds three inputs for 32 channels; no multiplications. Four blocks share each
