@@ -288,16 +288,14 @@ class SSHTransport:
     ) -> None:
         if not host:
             raise UserInputError("no host given for the SSH device", "set host in the device profile")
-        # ~/.ssh/config fills in what the caller leaves open (edgeq/devices/ssh_config.py).
-        self.use_ssh_config = use_ssh_config
-        cfg = ssh_config.lookup(host) if use_ssh_config else ssh_config.HostConfig(host)
-        self.host = cfg.hostname
-        self.port = int(port) if port is not None else (cfg.port or 22)
-        self.user = user or cfg.user or _local_user()
-        identity = identity_file or cfg.identity_file
-        self.identity_file = Path(identity).expanduser() if identity else None
-        jump = proxy_jump or cfg.proxy_jump
-        self.jumps = ssh_config.parse_jumps(jump) if jump else []
+        # ~/.ssh/config fills in what the caller leaves open (edgeq/devices/ssh_config.py), for the
+        # device and for every ProxyJump hop, once here: a reconnect does not read the file again.
+        (self.host, self.port, self.user, self.identity_file), jump = _endpoint(
+            host, port, user, identity_file, use_ssh_config
+        )
+        jumps = proxy_jump or jump
+        self.jumps = ssh_config.parse_jumps(jumps) if jumps else []
+        self._hops = [_endpoint(h.host, h.port, h.user, None, use_ssh_config)[0] for h in self.jumps]
         remote_path(workdir)  # validate early
         self._workdir_spec = workdir
         self.python = python
@@ -415,25 +413,10 @@ class SSHTransport:
                     ) from exc
                 time.sleep(self.retry.delay(failures))
 
-    def _route(self) -> list[tuple[str, int, str, Path | None]]:
-        """(host, port, user, identity file) of every ProxyJump hop, then of the device."""
-        route = []
-        for hop in self.jumps:
-            cfg = ssh_config.lookup(hop.host) if self.use_ssh_config else ssh_config.HostConfig(hop.host)
-            route.append(
-                (
-                    cfg.hostname,
-                    hop.port or cfg.port or 22,
-                    hop.user or cfg.user or _local_user(),
-                    cfg.identity_file,
-                )
-            )
-        return [*route, (self.host, self.port, self.user, self.identity_file)]
-
     def _connect_once(self) -> paramiko.SSHClient:
         """Connect hop by hop: TCP to the first, then each next one through a direct-tcpip channel of
         the previous (OpenSSH's ProxyJump). Every hop's host key goes through the same policy."""
-        route = self._route()
+        route = [*self._hops, (self.host, self.port, self.user, self.identity_file)]
         clients: list[paramiko.SSHClient] = []
         sock: Any = None
         try:
@@ -1055,6 +1038,25 @@ class _Upload:
         self.maybe_renamed = True
         sftp.posix_rename(self.part, self.final)
         return self.sent
+
+
+_Endpoint = tuple[str, int, str, Path | None]  # host, port, user, identity file
+
+
+def _endpoint(
+    alias: str, port: int | None, user: str | None, identity: Path | str | None, use_config: bool
+) -> tuple[_Endpoint, str | None]:
+    """Where ``alias`` is and how to log in: the given values, else ~/.ssh/config's, else port 22
+    and the local user; and the config's ProxyJump."""
+    cfg = ssh_config.lookup(alias) if use_config else ssh_config.HostConfig(alias)
+    key = identity or cfg.identity_file
+    found = (
+        cfg.hostname,
+        int(port) if port is not None else (cfg.port or 22),
+        user or cfg.user or _local_user(),
+        Path(key).expanduser() if key else None,
+    )
+    return found, cfg.proxy_jump
 
 
 def _local_user() -> str:
