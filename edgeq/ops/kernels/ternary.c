@@ -233,6 +233,20 @@ __attribute__((target("avx512f,avx512bw"))) static inline __m512i widen_hi(__m51
   return _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(v, 1));
 }
 
+/* acc + the lookups of one pair of groups: w holds two codes per lane (low byte: table ta). */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline __m512i add_pair(
+    __m512i acc, __m512i w, __m512i ta, __m512i tb) {
+  acc = _mm512_add_epi16(acc, _mm512_permutexvar_epi16(w, ta));
+  return _mm512_add_epi16(acc, _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 8), tb));
+}
+
+/* lo, hi (int32, lanes 0–15 and 16–31) += the int16 lanes of acc. */
+__attribute__((target("avx512f,avx512bw"), always_inline)) static inline void widen_into(
+    __m512i* lo, __m512i* hi, __m512i acc) {
+  *lo = _mm512_add_epi32(*lo, widen_lo(acc));
+  *hi = _mm512_add_epi32(*hi, widen_hi(acc));
+}
+
 /* Σ t·(x − in_zp) for NB blocks of 32 channels, codes of block b at c + b·stride; sums[32·b + l]. */
 __attribute__((target("avx512f,avx512bw"), always_inline)) static inline void fc_blocks_avx512(
     const uint8_t* c, int64_t stride, int nb, int32_t pairs, const int16_t* t, int32_t* sums) {
@@ -247,14 +261,10 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) static inline void fc
       const __m512i tb = _mm512_load_si512((const void*)(t + 64 * (int64_t)p + 32));
       for (int b = 0; b < nb; ++b) {
         const __m512i w = _mm512_loadu_si512((const void*)(c + b * stride + 64 * (int64_t)p));
-        acc[b] = _mm512_add_epi16(acc[b], _mm512_permutexvar_epi16(w, ta));
-        acc[b] = _mm512_add_epi16(acc[b], _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 8), tb));
+        acc[b] = add_pair(acc[b], w, ta, tb);
       }
     }
-    for (int b = 0; b < nb; ++b) {
-      lo[b] = _mm512_add_epi32(lo[b], widen_lo(acc[b]));
-      hi[b] = _mm512_add_epi32(hi[b], widen_hi(acc[b]));
-    }
+    for (int b = 0; b < nb; ++b) widen_into(&lo[b], &hi[b], acc[b]);
   }
   for (int b = 0; b < nb; ++b) {
     _mm512_storeu_si512((void*)(sums + 32 * b), lo[b]);
@@ -373,20 +383,18 @@ __attribute__((target("avx512f,avx512bw"))) static int conv_codes_avx512(
               const int16_t* tp = t + ((int64_t)iy * wd + ix) * per_pixel;
               const uint8_t* cp = cb + (int64_t)(ky * kw + kx) * pairs * 64;
               for (int32_t q = 0; q < pairs; ++q) {
-                const __m512i w = _mm512_load_si512((const void*)(cp + 64 * (int64_t)q));
-                acc = _mm512_add_epi16(acc, _mm512_permutexvar_epi16(w, _mm512_load_si512((const void*)(tp + 64 * q))));
-                acc = _mm512_add_epi16(acc, _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 8), _mm512_load_si512((const void*)(tp + 64 * q + 32))));
+                acc = add_pair(acc, _mm512_load_si512((const void*)(cp + 64 * (int64_t)q)),
+                               _mm512_load_si512((const void*)(tp + 64 * q)),
+                               _mm512_load_si512((const void*)(tp + 64 * q + 32)));
                 if (++pending == FC_FLUSH) {
-                  lo = _mm512_add_epi32(lo, widen_lo(acc));
-                  hi = _mm512_add_epi32(hi, widen_hi(acc));
+                  widen_into(&lo, &hi, acc);
                   acc = _mm512_setzero_si512();
                   pending = 0;
                 }
               }
             }
           }
-          lo = _mm512_add_epi32(lo, widen_lo(acc));
-          hi = _mm512_add_epi32(hi, widen_hi(acc));
+          widen_into(&lo, &hi, acc);
           _mm512_storeu_si512((void*)sums, lo);
           _mm512_storeu_si512((void*)(sums + 16), hi);
           const int32_t o0 = blk * FC_BLOCK;
