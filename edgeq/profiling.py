@@ -68,7 +68,12 @@ def _runner_dir() -> Path:
 
 def runner_sources() -> list[tuple[str, bytes]]:
     """The zip entries of runner.pyz, sorted by name: the runner package and the entry point."""
-    entries = [(f"{RUNNER_PACKAGE}/{p.name}", p.read_bytes()) for p in _runner_dir().glob("*.py")]
+    root = _runner_dir()
+    entries = [
+        (f"{RUNNER_PACKAGE}/{p.relative_to(root).as_posix()}", p.read_bytes())
+        for p in root.rglob("*.py")
+        if "__pycache__" not in p.parts
+    ]
     entries.append(("__main__.py", _PYZ_MAIN))
     return sorted(entries)
 
