@@ -1,5 +1,22 @@
 """Datasets: the bundled default (scikit-learn's digits), `.npz` files and image folders."""
 
+from __future__ import annotations
+
+from dataclasses import dataclass
+
 from edgeq.data.datasets import Dataset, load_dataset
 
-__all__ = ["Dataset", "load_dataset"]
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Where the data comes from and how it is split (same defaults in every command)."""
+
+    source: str | None = None  # None = scikit-learn digits
+    image_size: tuple[int, int] = (32, 32)
+    seed: int = 0
+
+    def load(self) -> Dataset:
+        return load_dataset(self.source, image_size=self.image_size, seed=self.seed)
+
+
+__all__ = ["DataOptions", "Dataset", "load_dataset"]

@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeq.devices.transport import Transport
+from edgeq.devices.paths import SHA256_HEX, check_workdir, remote_path_for
+from edgeq.devices.transports.base import Transport
 from edgeq.errors import DeviceError, UserInputError
-from edgeq.runner.measure import file_sha256  # the device computes it the same way
+from edgeq.files import sha256_file
 
 # Runs with the device's Python; the path is sys.argv[1], never part of the program text. Prints the
 # file's sha256, or "missing FREE" (after creating its directory, so put() has somewhere to land;
@@ -53,8 +54,6 @@ for path in sys.argv[1:]:
         pass
 """
 
-_KIND = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHECK_TIMEOUT_S = 300.0
 
 
@@ -63,44 +62,6 @@ class Deployed:
     remote_path: str
     sha256: str
     bytes_sent: int
-
-
-def check_workdir(workdir: str) -> str:
-    """An absolute, normalised POSIX directory (``~`` must be expanded by whoever knows the home)."""
-    if not workdir or "\x00" in workdir or not posixpath.isabs(workdir):
-        raise UserInputError(
-            f"device workdir must be an absolute POSIX path, got {workdir!r}",
-            "set the device's workdir to an absolute path such as /home/pi/.cache/edgeq",
-        )
-    norm = posixpath.normpath(workdir)
-    if norm.startswith("//"):
-        norm = "/" + norm.lstrip("/")
-    if norm == "/":
-        raise UserInputError("device workdir must not be /", "use a directory of its own")
-    return norm
-
-
-def remote_path_for(workdir: str, kind: str, sha256: str, basename: str) -> str:
-    """``<workdir>/<kind>/<sha256>/<basename>``, refusing anything that could leave ``workdir``."""
-    root = check_workdir(workdir)
-    if not _KIND.match(kind) or kind in (".", ".."):
-        raise ValueError(f"bad deploy kind {kind!r}")  # chosen by edgeq, not by the user
-    if not _SHA256.match(sha256):
-        raise ValueError(f"bad sha256 {sha256!r}")
-    if (
-        not basename
-        or basename in (".", "..")
-        or "/" in basename
-        or any(ord(c) < 32 or ord(c) == 127 for c in basename)
-    ):
-        raise UserInputError(
-            f"cannot deploy a file named {basename!r}",
-            "rename it: no '/', no control characters, not '.' or '..'",
-        )
-    path = posixpath.join(root, kind, sha256, basename)
-    if posixpath.normpath(path) != path or not path.startswith(root + "/"):
-        raise UserInputError(f"cannot deploy {basename!r}: its path would leave the workdir", "rename it")
-    return path
 
 
 @dataclass(frozen=True)
@@ -125,7 +86,7 @@ def remote_check(transport: Transport, python: str, remote_path: str, sync: bool
     missing = re.fullmatch(r"missing (\d+)", answer)
     if missing:
         return RemoteFile(None, int(missing.group(1)))
-    if not _SHA256.match(answer):
+    if not SHA256_HEX.match(answer):
         raise DeviceError(f"unexpected answer from device {transport.name!r}: {answer[:80]!r}", "")
     return RemoteFile(answer)
 
@@ -144,7 +105,7 @@ def deploy_file(transport: Transport, python: str, workdir: str, local_path: Pat
     local_path = Path(local_path)
     if not local_path.is_file():
         raise UserInputError(f"file not found: {local_path}", "check the path")
-    sha = file_sha256(str(local_path))
+    sha = sha256_file(local_path)
     remote = remote_path_for(workdir, kind, sha, local_path.name)
     there = remote_check(transport, python, remote)
     if there.sha256 == sha:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,80 +54,6 @@ def to_int8_tflite(model: Any, representative_x: np.ndarray, *, seed: int = 0) -
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
     return _convert(conv, "int8")
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file in the same directory, fsync, rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        # mkstemp creates 0600; give the file the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-
-def sidecar_path(model_path: Path) -> Path:
-    """``model.tflite`` → ``model.edgeq.json``."""
-    return model_path.with_name(model_path.stem + ".edgeq.json")
-
-
-def read_sidecar(model_path: Path) -> dict[str, Any] | None:
-    p = sidecar_path(model_path)
-    if not p.exists():
-        return None
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserInputError(
-            f"cannot read {p.name}: {exc}", "re-export the model with 'edgeq export'"
-        ) from exc
-    return data if isinstance(data, dict) else None
-
-
-def versions() -> dict[str, str]:
-    """Versions of everything that shapes a model's numbers."""
-    import platform
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for dist in (
-        "edgeq",
-        "tensorflow",
-        "tf-keras",
-        "tensorflow-model-optimization",
-        "ai-edge-litert",
-        "numpy",
-    ):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def quant_debug(float_model: Any, representative_x: np.ndarray, debug_x: np.ndarray) -> list[dict[str, Any]]:

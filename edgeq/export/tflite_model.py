@@ -9,7 +9,6 @@ qparams: those two dtypes are accepted for exactly those inputs of exactly those
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeq import tflite
 from edgeq.errors import UserInputError
 
 # Ops whose input 1 is the weight tensor and input 2 the bias.
@@ -25,7 +25,6 @@ _WEIGHTED_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_C
 _TERNARY_OPS = {"EDGEQ_TERNARY_FC", "EDGEQ_TERNARY_CONV2D"}
 _CONST_ROLES = ("weight", "bias", "constant", "ternary_weight", "ternary_qparams")
 
-TFLITE_IDENTIFIER = b"TFL3"
 
 
 @dataclass(frozen=True)
@@ -123,54 +122,19 @@ class ModelInfo:
         }
 
 
-def _schema() -> tuple[Any, Any]:
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    return schema, flatbuffer_utils
-
-
-def read_bytes(path: Path) -> bytes:
-    """Read a file that must be a TFLite flatbuffer; a clear UserInputError otherwise."""
-    hint = "pass a .tflite file written by 'edgeq export' or the TFLite converter"
-    if not path.exists():
-        raise UserInputError(f"model not found: {path}", "check the path")
-    if not path.is_file():
-        raise UserInputError(f"not a file: {path}", hint)
-    data = path.read_bytes()
-    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
-        raise UserInputError(f"{path.name} is not a TFLite model (no TFL3 identifier)", hint)
-    return data
-
-
-def _enum_names(enum_cls: Any) -> dict[int, str]:
-    return {v: k for k, v in vars(enum_cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-
 def describe(path: Path) -> ModelInfo:
     """Parse ``path`` and return its ops, tensors, quantization parameters and int8 verdict."""
-    data = read_bytes(path)
+    data = tflite.read_bytes(path)
     _validate_with_interpreter(path, data)
-    schema, fbu = _schema()
-    try:
-        model = fbu.read_model_from_bytearray(bytearray(data))
-    except Exception as exc:  # flatbuffers raises assorted errors on damaged files
-        raise UserInputError(
-            f"{path.name} is a damaged TFLite model: {exc}", "re-export it with 'edgeq export'"
-        ) from exc
-    op_names = _enum_names(schema.BuiltinOperator)
-    type_names = _enum_names(schema.TensorType)
-    if not model.subgraphs:
-        raise UserInputError(f"{path.name} has no subgraph", "re-export it with 'edgeq export'")
-    sg = model.subgraphs[0]
+    tf_file = tflite.parse(data, path.name)
+    model = tf_file.model
+    sg = tf_file.subgraph
 
     ops: list[OpInfo] = []
     roles: dict[int, str] = {}
     for i, op in enumerate(sg.operators or []):
-        code = model.operatorCodes[op.opcodeIndex]
-        builtin = fbu.get_builtin_code_from_operator_code(code)
-        custom = builtin == schema.BuiltinOperator.CUSTOM
-        name = code.customCode.decode() if custom and code.customCode else op_names.get(builtin, str(builtin))
+        custom = tflite.builtin_code(model, op) == tflite.schema().BuiltinOperator.CUSTOM
+        name = tflite.op_name(model, op)
         inputs = tuple(int(t) for t in (op.inputs if op.inputs is not None else []))
         outputs = tuple(int(t) for t in (op.outputs if op.outputs is not None else []))
         opts = len(op.customOptions) if custom and op.customOptions is not None else 0
@@ -208,7 +172,7 @@ def describe(path: Path) -> ModelInfo:
         info = TensorInfo(
             index=idx,
             name=(t.name or b"").decode(errors="replace"),
-            dtype=type_names.get(t.type, str(t.type)).lower(),
+            dtype=tflite.tensor_type_name(t.type),
             shape=tuple(int(s) for s in (t.shape if t.shape is not None else [])),
             role=role,
             scale=scale,
@@ -220,7 +184,7 @@ def describe(path: Path) -> ModelInfo:
     return ModelInfo(
         path=str(path),
         size_bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=tf_file.sha256,
         ops=tuple(ops),
         tensors=tuple(tensors),
         inputs=sg_inputs,

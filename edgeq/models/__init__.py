@@ -1,5 +1,6 @@
-"""Built-in architectures: a float teacher CNN and a small student (≤ 1/4 of its parameters)."""
+"""Built-in architectures (a float teacher CNN, a small student) and Keras model files."""
 
-from edgeq.models.zoo import build_model, count_params, load_user_model
+from edgeq.models.io import is_qat, load_any, load_qat_model, load_user_model, save_model
+from edgeq.models.zoo import build_model, count_params
 
-__all__ = ["build_model", "count_params", "load_user_model"]
+__all__ = ["build_model", "count_params", "is_qat", "load_any", "load_qat_model", "load_user_model", "save_model"]

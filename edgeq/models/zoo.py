@@ -68,29 +68,3 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int) 
 
 def count_params(model: Any) -> int:
     return int(model.count_params())
-
-
-def load_user_model(path: Path, input_shape: tuple[int, int, int], num_classes: int) -> Any:
-    """Load a user's ``.keras`` / ``.h5`` model and check it fits the dataset."""
-    k = tfenv.keras()
-    hint = "save it with tf_keras (model.save('teacher.keras')) for inputs of the dataset's shape"
-    if not path.exists():
-        raise UserInputError(f"model not found: {path}", "check the path")
-    if path.suffix not in (".keras", ".h5"):
-        raise UserInputError(f"unsupported model file {path.name}: expected .keras or .h5", hint)
-    try:
-        model = k.models.load_model(path, compile=False)
-    except Exception as exc:  # tf_keras raises many types for unreadable files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserInputError(f"cannot load {path.name}: {first}", hint) from exc
-    got_in = tuple(model.input_shape[1:])
-    if got_in != tuple(input_shape):
-        raise UserInputError(
-            f"{path.name} takes inputs of shape {got_in} but the dataset has {tuple(input_shape)}", hint
-        )
-    got_out = model.output_shape[-1]
-    if got_out != num_classes:
-        raise UserInputError(
-            f"{path.name} has {got_out} outputs but the dataset has {num_classes} classes", hint
-        )
-    return model

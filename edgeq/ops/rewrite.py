@@ -20,7 +20,10 @@ from typing import Any
 import numpy as np
 
 from edgeq.errors import UserInputError
+from edgeq.files import atomic_write
 from edgeq.ops import spec
+from edgeq import tflite
+from edgeq.tflite import read_bytes
 
 THRESHOLD_FACTOR = 0.7
 ALIGNMENT = 64  # LiteRT rejects host-memory tensor buffers that are not 64-byte aligned
@@ -62,13 +65,6 @@ def ternarize_int8(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     alpha = np.where(count > 0, (flat * keep).sum(axis=1) / np.maximum(count, 1), 0.0)
     t = (np.sign(q.reshape(q.shape[0], -1)) * keep).astype(np.int8).reshape(q.shape)
     return t, alpha
-
-
-def _schema() -> tuple[Any, Any]:
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    return schema, flatbuffer_utils
 
 
 def _quant(t: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -137,16 +133,13 @@ def to_ternary_ops(
 ) -> tuple[bytes, list[RewrittenOp]]:
     """Rewrite every FC / CONV_2D of subgraph 0 (or the op indices in ``only``) into ternary custom
     ops. Returns the new model bytes and what was rewritten."""
-    schema, fbu = _schema()
-    model = fbu.read_model_from_bytearray(bytearray(model_bytes))
-    op_names = {
-        v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)
-    }
+    schema = tflite.schema()
+    model = tflite.parse(model_bytes).model
     sg = model.subgraphs[0]
     wanted = set(only) if only is not None else None
     done: list[RewrittenOp] = []
     for idx, op in enumerate(sg.operators):
-        name = op_names.get(fbu.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex]), "")
+        name = tflite.op_name(model, op)
         if name not in _REWRITABLE or (wanted is not None and idx not in wanted):
             continue
         done.append(_rewrite_op(model, sg, idx, op, name, schema))
@@ -196,7 +189,7 @@ def _serialize_aligned(model: Any, fbu: Any, buffers: list[int]) -> bytes:
         model.buffers[b].data = None
         model.buffers[b].offset = 1 << 40  # placeholder of the same encoded size as the real one
         model.buffers[b].size = max(len(blobs[b]), 1)
-    size = len(fbu.convert_object_to_bytearray(model))
+    size = len(tflite.serialize(model))
     tail = bytearray()
     for b in buffers:
         pos = -(-(size + len(tail)) // ALIGNMENT) * ALIGNMENT
@@ -204,7 +197,7 @@ def _serialize_aligned(model: Any, fbu: Any, buffers: list[int]) -> bytes:
         model.buffers[b].offset = pos
         model.buffers[b].size = len(blobs[b])
         tail += blobs[b]
-    head = bytes(fbu.convert_object_to_bytearray(model))
+    head = bytes(tflite.serialize(model))
     if len(head) != size:  # field presence and widths did not change, so neither may the size
         raise RuntimeError("flatbuffer size changed while placing aligned buffers")
     return head + bytes(tail)
@@ -307,8 +300,7 @@ def _rewrite_op(model: Any, sg: Any, idx: int, op: Any, name: str, schema: Any) 
 
 def read_ternary_ops(model_bytes: bytes) -> list[TernaryNode]:
     """The ternary custom ops of subgraph 0, decoded (and checked against their custom options)."""
-    schema, fbu = _schema()
-    model = fbu.read_model_from_bytearray(bytearray(model_bytes))
+    model = tflite.parse(model_bytes).model
     sg = model.subgraphs[0]
     nodes: list[TernaryNode] = []
     for idx, op in enumerate(sg.operators):
@@ -336,14 +328,11 @@ def read_ternary_ops(model_bytes: bytes) -> list[TernaryNode]:
 
 def rewrite_file(src: Path, dst: Path, *, only: Iterable[int] | None = None) -> list[RewrittenOp]:
     """Rewrite ``src`` into ``dst`` (written atomically)."""
-    from edgeq.export.convert import write_atomic
-    from edgeq.export.tflite_model import read_bytes
-
     data, done = to_ternary_ops(read_bytes(src), only=only)
     if not done:
         raise UserInputError(
             f"{src.name} has no FULLY_CONNECTED or CONV_2D op to rewrite",
             "export a model with Dense/Conv2D layers",
         )
-    write_atomic(dst, data)
+    atomic_write(dst, data)
     return done

@@ -1,8 +1,11 @@
-"""Render an ``edgeq.report/1`` dict as Markdown for people."""
+"""Render a pipeline :class:`~edgeq.result.Report` (and a device :class:`~edgeq.result.Result`) as Markdown."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from edgeq.result import Report, Result
 
 
 def _pct(v: float | None) -> str:
@@ -13,7 +16,8 @@ def _kb(v: int | None) -> str:
     return "—" if v is None else f"{v / 1024:.1f} KiB"
 
 
-def report_markdown(r: dict[str, Any]) -> str:
+def report_markdown(report: Report | Mapping[str, Any]) -> str:
+    r = report.to_dict() if isinstance(report, Report) else report
     acc = r.get("accuracy", {})
     size = r.get("size_bytes", {})
     params = r.get("params", {})
@@ -86,11 +90,12 @@ def _num(v: Any, fmt: str, unit: str = "") -> str:
     return "—" if v is None else f"{v:{fmt}}{unit}"
 
 
-def sensors_markdown(result: dict[str, Any], plot: str | None = None) -> list[str]:
+def sensors_markdown(result: Result | Mapping[str, Any], plot: str | None = None) -> list[str]:
     """Power, thermal and warnings sections of one ``edgeq.result/1`` (empty when it has none).
 
     ``plot`` is the power PNG's path relative to the Markdown file (see edgeq.report.plot).
     """
+    result = result.to_dict() if isinstance(result, Result) else result
     lines: list[str] = []
     power = result.get("power")
     if power:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from edgeq.files import atomic_path
+from edgeq.result import Result
 
-def plot_power(result: dict[str, Any], dest: Path, *, title: str | None = None) -> Path | None:
-    """Write a PNG of ``result["power"]["trace"]`` (an ``edgeq.result/1`` dict) to ``dest``.
+
+def plot_power(result: Result | Mapping[str, Any], dest: Path, *, title: str | None = None) -> Path | None:
+    """Write a PNG of the result's power trace (``power.trace``) to ``dest``.
 
     The idle baseline and the measured window are shaded, the idle level and the active mean drawn
     as lines, and the hottest thermal zone (when recorded) follows on a second axis. Returns
     ``dest``, or None when the result has no power trace (power off, sensor missing). Written to a
     temporary name first, then renamed.
     """
+    result = result.to_dict() if isinstance(result, Result) else result
     power = result.get("power") or {}
     trace = power.get("trace") or {}
     t_ms, mw = trace.get("t_ms") or [], trace.get("mw") or []
@@ -77,15 +80,8 @@ def plot_power(result: dict[str, Any], dest: Path, *, title: str | None = None) 
         ax.set_title(title, fontsize=10)
         fig.tight_layout()
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        os.close(fd)
-        try:
+        with atomic_path(dest) as tmp:
             fig.savefig(tmp, format="png")
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     finally:
         plt.close(fig)
     return dest

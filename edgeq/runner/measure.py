@@ -6,12 +6,14 @@ import contextlib
 import gc
 import hashlib
 import os
+import random
 import time
+from array import array
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .protocol import Progress, RunnerError, one_line, root_cause
+from .protocol import Progress, RunnerError, one_line
 
 TFLITE_IDENTIFIER = b"TFL3"
 INPUT_SEED = 0
@@ -42,65 +44,6 @@ def check_model_file(path: str) -> None:
             "%s is not a TFLite model (no 'TFL3' identifier at bytes 4-8)" % name,
             "pass a .tflite flatbuffer written by the TFLite converter (edgeq export)",
         )
-
-
-def load_interpreter(runtime: Any, model_path: str, threads: int) -> Tuple[Any, float]:
-    """Create the interpreter and allocate its tensors; return it and the time that took in ms.
-
-    Inputs with a dynamic dimension (-1 in ``shape_signature``) are resized to 1 before allocation.
-    """
-    t0 = time.perf_counter_ns()
-    try:
-        interp = runtime.interpreter_cls(model_path=model_path, num_threads=threads)
-        for d in interp.get_input_details():
-            sig = d.get("shape_signature")
-            if sig is not None and any(int(n) < 0 for n in sig):
-                interp.resize_tensor_input(d["index"], [1 if int(n) < 0 else int(n) for n in sig])
-        interp.allocate_tensors()
-    except Exception as exc:
-        raise _load_error(exc, model_path, runtime) from None
-    init_ms = (time.perf_counter_ns() - t0) / 1e6
-    return interp, init_ms
-
-
-def _load_error(exc: Exception, model_path: str, runtime: Any) -> RunnerError:
-    message = one_line(exc)
-    if isinstance(exc, SystemError) or "returned a result with an exception set" in message:
-        message = one_line(root_cause(exc))
-    lowered = message.lower()
-    where = "%s %s" % (runtime.name, runtime.version)
-    if "didn't find op" in lowered or "unresolved custom op" in lowered or "op builtin_code" in lowered:
-        return RunnerError(
-            "runtime_failure",
-            "%s cannot run %s: %s" % (where, os.path.basename(model_path), message),
-            "the model uses an op this runtime lacks: upgrade the runtime or ship the op's kernel",
-        )
-    if "numpy" in lowered or "_array_api" in lowered or "multiarray" in lowered:
-        return RunnerError(
-            "runtime_failure",
-            "%s failed to start: %s" % (where, message),
-            "this runtime was built for NumPy 1: pip install 'numpy<2', or use ai-edge-litert",
-        )
-    return RunnerError(
-        "bad_input",
-        "%s cannot load %s: %s" % (where, os.path.basename(model_path), message),
-        "the file looks truncated or corrupt: export the model again and redeploy it",
-    )
-
-
-def delegate_nodes(interp: Any) -> Optional[int]:
-    """How many DELEGATE nodes the execution plan has (XNNPACK or another delegate took subgraphs).
-
-    Matters for both speed and bits: XNNPACK's int8 kernels may round differently (by one LSB) from
-    TFLite's builtin kernels, and tflite-runtime 2.14 does not apply XNNPACK to int8 graphs while
-    ai-edge-litert does. Uses the interpreters' private ``_get_ops_details`` (present in all three
-    runtimes); None when it is unavailable.
-    """
-    try:
-        ops = interp._get_ops_details()
-        return sum(1 for op in ops if op.get("op_name") == "DELEGATE")
-    except Exception:
-        return None
 
 
 def random_input(detail: Dict[str, Any], rng: Any) -> np.ndarray:
@@ -136,59 +79,113 @@ def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: Any) -> np.nda
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def measure_latency(
-    invoke: Callable[[], Any],
-    runs: int,
-    min_seconds: Optional[float],
-    progress: Optional[Progress] = None,
-) -> Tuple[List[int], float]:
-    """Time each ``invoke()`` alone with perf_counter_ns; return the samples (ns) and the wall time (s).
+class LatencyRecorder:
+    """Times invokes and keeps what a result needs, in memory that does not grow with the runs.
 
-    Rule: at least ``runs`` invokes, and when ``min_seconds`` is given also at least that much wall
-    time of this phase (the stricter of the two wins, as in TFLite's benchmark_model).
+    Mean, std, min and max are exact over every run. Up to ``KEEP`` samples are kept as they come;
+    beyond that a uniform reservoir of ``KEEP`` (Vitter's algorithm R, seeded), so percentiles of a
+    million runs come from an unbiased sample of them and the runner's memory stays flat
+    (``KEEP`` × 8 bytes). The result carries at most ``return_samples`` raw samples.
     """
-    clock = time.perf_counter_ns
-    samples: List[int] = []
-    append = samples.append
-    min_ns = None if min_seconds is None else int(min_seconds * 1e9)
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # a collection inside a timed invoke would be noise, not the model
-    start = clock()
-    try:
-        while True:
-            n = len(samples)
-            if n >= runs and (min_ns is None or clock() - start >= min_ns):
-                break
-            t0 = clock()
-            invoke()
-            t1 = clock()
-            append(t1 - t0)
-            if progress is not None:
-                total = runs
-                if min_ns is not None:
-                    elapsed = t1 - start
-                    total = max(runs, int(min_ns * (n + 1) / max(elapsed, 1)) + 1)
-                progress.update(n + 1, total)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return samples, (clock() - start) / 1e9
 
+    KEEP = 1 << 16
 
-def latency_stats(samples_ns: List[int]) -> Dict[str, Any]:
-    """mean, std (population), min, p50, p90, p99, max in microseconds, and n."""
-    us = np.asarray(samples_ns, dtype=np.float64) / 1000.0
-    p50, p90, p99 = np.percentile(us, [50, 90, 99])
-    return {
-        "mean": round(float(us.mean()), 3),
-        "std": round(float(us.std()), 3),
-        "min": round(float(us.min()), 3),
-        "p50": round(float(p50), 3),
-        "p90": round(float(p90), 3),
-        "p99": round(float(p99), 3),
-        "max": round(float(us.max()), 3),
-        "n": int(us.size),
-    }
+    def __init__(self, runs: int, return_samples: int) -> None:
+        self.runs = runs
+        self.return_samples = return_samples
+        self.buf = array("q", bytes(8 * min(self.KEEP, max(runs, 1))))
+        self.n = 0
+        self.total = 0
+        self.total_sq = 0
+        self.low: Optional[int] = None
+        self.high: Optional[int] = None
+        self.wall_s = 0.0
+        self._rng = random.Random(INPUT_SEED)
+
+    def _keep(self, dt: int) -> None:
+        n = self.n
+        if n < len(self.buf):
+            self.buf[n] = dt
+        elif n < self.KEEP:
+            self.buf.append(dt)
+        else:
+            j = self._rng.randrange(n + 1)
+            if j < self.KEEP:
+                self.buf[j] = dt
+        self.n = n + 1
+        self.total += dt
+        self.total_sq += dt * dt
+        if self.low is None or dt < self.low:
+            self.low = dt
+        if self.high is None or dt > self.high:
+            self.high = dt
+
+    def measure(self, invoke: Callable[[], Any], min_seconds: Optional[float], progress: Optional[Progress] = None) -> None:
+        """Time each ``invoke()`` alone with perf_counter_ns.
+
+        Rule: at least ``runs`` invokes, and when ``min_seconds`` is given also at least that much
+        wall time of this phase (the stricter of the two wins, as in TFLite's benchmark_model).
+        """
+        clock = time.perf_counter_ns
+        runs = self.runs
+        keep = self._keep
+        min_ns = None if min_seconds is None else int(min_seconds * 1e9)
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # a collection inside a timed invoke would be noise, not the model
+        start = clock()
+        try:
+            while True:
+                n = self.n
+                if n >= runs and (min_ns is None or clock() - start >= min_ns):
+                    break
+                t0 = clock()
+                invoke()
+                t1 = clock()
+                keep(t1 - t0)
+                if progress is not None:
+                    total = runs
+                    if min_ns is not None:
+                        total = max(runs, int(min_ns * (n + 1) / max(t1 - start, 1)) + 1)
+                    progress.update(n + 1, total)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        self.wall_s = (clock() - start) / 1e9
+
+    def kept(self) -> np.ndarray:
+        return np.frombuffer(self.buf, dtype=np.int64)[: min(self.n, len(self.buf))]
+
+    def stats(self) -> Dict[str, Any]:
+        """mean, std (population), min, p50, p90, p99, max in microseconds, n, wall_s, samples."""
+        n = self.n
+        kept = self.kept().astype(np.float64) / 1000.0
+        p50, p90, p99 = np.percentile(kept, [50, 90, 99])
+        mean_ns = self.total / n
+        var_ns = max(self.total_sq / n - mean_ns * mean_ns, 0.0)
+        out: Dict[str, Any] = {
+            "mean": round(mean_ns / 1000.0, 3),
+            "std": round(var_ns**0.5 / 1000.0, 3),
+            "min": round((self.low or 0) / 1000.0, 3),
+            "p50": round(float(p50), 3),
+            "p90": round(float(p90), 3),
+            "p99": round(float(p99), 3),
+            "max": round((self.high or 0) / 1000.0, 3),
+            "n": n,
+            "wall_s": round(self.wall_s, 6),
+        }
+        notes = []
+        if n > kept.size:
+            notes.append("percentiles from a uniform random sample of %d of the %d runs" % (kept.size, n))
+        samples = kept
+        if self.return_samples < kept.size:
+            pick = np.sort(np.random.default_rng(INPUT_SEED).choice(kept.size, self.return_samples, replace=False))
+            samples = kept[pick]
+            notes.append("samples: %d drawn at random from %d kept" % (self.return_samples, kept.size))
+        if self.return_samples:
+            out["samples"] = [round(float(v), 3) for v in samples]
+        if notes:
+            out["samples_note"] = "; ".join(notes)
+        return out
 
 
 def load_test_data(path: str) -> Tuple[np.ndarray, np.ndarray]:

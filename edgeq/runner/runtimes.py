@@ -10,25 +10,36 @@ from typing import Any, Dict, List, Optional
 
 from .protocol import RunnerError, one_line
 
-# In the order ``--runtime auto`` tries them: the supported runtime first, then the one many boards
-# still ship, then full TensorFlow (heavy, and its tf.lite.Interpreter is deprecated).
+# Every runtime the runner can drive: the module it imports, its pip distribution, what it needs
+# pinned beside it, and how to install it. The one list of runtime names (profiles, the spec, the
+# CLI's help and devices setup read it from here).
+TABLE = {
+    "ai-edge-litert": ("ai_edge_litert.interpreter", "ai-edge-litert", (), "pip install ai-edge-litert"),
+    # tflite-runtime 2.14 was built against NumPy 1: with NumPy 2 the Interpreter fails (_ARRAY_API).
+    "tflite-runtime": (
+        "tflite_runtime.interpreter",
+        "tflite-runtime",
+        ("numpy<2",),
+        "pip install tflite-runtime (it needs numpy<2)",
+    ),
+    "tensorflow": ("tensorflow", "tensorflow", (), "pip install tensorflow"),
+    # ai-edge-litert's CompiledModel API (see compiled.py): the path of LiteRT's own benchmark.
+    "ai-edge-litert-compiled": (
+        "ai_edge_litert.compiled_model",
+        "ai-edge-litert",
+        (),
+        "pip install ai-edge-litert",
+    ),
+    # OpenVINO reads .tflite directly; it runs models only through the openvino delegate.
+    "openvino": ("openvino", "openvino", (), "pip install openvino"),
+}
+# In the order ``auto`` tries them: the supported runtime first, then the one many boards still
+# ship, then full TensorFlow (heavy, and its tf.lite.Interpreter is deprecated).
 RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
-# Not tried by auto: ai-edge-litert's CompiledModel API (see compiled.py), chosen by name.
 COMPILED = "ai-edge-litert-compiled"
-CHOICES = ("auto", *RUNTIMES, COMPILED)
-
-_MODULE = {
-    "ai-edge-litert": "ai_edge_litert.interpreter",
-    "tflite-runtime": "tflite_runtime.interpreter",
-    "tensorflow": "tensorflow",
-    COMPILED: "ai_edge_litert.compiled_model",
-}
-_INSTALL = {
-    COMPILED: "pip install ai-edge-litert",
-    "ai-edge-litert": "pip install ai-edge-litert",
-    "tflite-runtime": "pip install tflite-runtime (it needs numpy<2)",
-    "tensorflow": "pip install tensorflow",
-}
+CHOICES = ("auto",) + tuple(TABLE)
+_MODULE = {name: row[0] for name, row in TABLE.items()}
+_INSTALL = {name: row[3] for name, row in TABLE.items()}
 
 
 class Runtime:
@@ -87,6 +98,12 @@ def load_runtime(requested: str) -> Runtime:
             "runtime_missing",
             "no TFLite runtime imports on this device (%s)" % "; ".join(failures),
             "install one: pip install ai-edge-litert (or tflite-runtime with numpy<2, or tensorflow)",
+        )
+    if requested == "openvino":
+        raise RunnerError(
+            "bad_input",
+            "runtime openvino runs models only through delegate openvino",
+            "set delegate = \"openvino\" (or pass --delegate openvino)",
         )
     if requested not in _MODULE:
         raise RunnerError(

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from .protocol import RunnerError
+from .runtimes import CHOICES as RUNTIME_CHOICES
 
 SPEC_SCHEMA = "edgeq.spec/1"
 
-# Runtimes the runner can drive. ``auto`` tries ai-edge-litert, tflite-runtime, then tensorflow.
-RUNTIMES = ("auto", "ai-edge-litert", "tflite-runtime", "tensorflow", "ai-edge-litert-compiled", "openvino")
 # Where the ops run: ``none`` is the runtime's builtin CPU kernels only (no default delegate),
 # ``xnnpack`` its CPU delegate, ``edgetpu`` a Coral through libedgetpu, ``openvino`` OpenVINO's devices.
 DELEGATES = ("none", "xnnpack", "edgetpu", "openvino")
@@ -110,7 +109,7 @@ class MeasureSpec:
         None, _optional(_positive_number), "keep timing until this much time has passed"
     )
     threads: int = _setting(1, _int_at_least(1), "interpreter threads")
-    runtime: str = _setting("auto", _one_of(RUNTIMES), "which runtime runs the model")
+    runtime: str = _setting("auto", _one_of(RUNTIME_CHOICES), "which runtime runs the model")
     delegate: str = _setting("xnnpack", _one_of(DELEGATES), "where the ops run")
     delegate_options: Dict[str, Any] = _setting(
         {}, _options, "delegate settings (e.g. device = NPU for OpenVINO, device = usb:0 for a Coral)"

@@ -227,13 +227,3 @@ def quantize_aware(
     if teacher is not None:
         return distill(qat, teacher, data, cfg, temperature=temperature, alpha=alpha, on_epoch=on_epoch)
     return train_float(qat, data, cfg, on_epoch=on_epoch)
-
-
-def load_qat_model(path: Any) -> Any:
-    """Load a QAT model saved by :func:`quantize_aware` (tfmot's custom objects in scope)."""
-    from edgeq.ops.layers import custom_objects
-
-    mot = tfenv.tfmot()
-    k = tfenv.keras()
-    with mot.quantization.keras.quantize_scope(custom_objects()):
-        return k.models.load_model(path, compile=False)

@@ -31,16 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeq.coverage import parse_min_coverage
+from edgeq.devices.paths import check_workdir_spec
 from edgeq.errors import UserInputError
 from edgeq.home import edgeq_home
-from edgeq.runner.power import SOURCES as RUNNER_POWER_SOURCES
+from edgeq.runner.runtimes import TABLE as RUNTIME_TABLE
+from edgeq.runner.sensors import SOURCES as RUNNER_POWER_SOURCES
+from edgeq.runner.spec import DELEGATES, MeasureSpec
+from edgeq.spec import build_spec
 
 ENV_PROFILES = "EDGEQ_PROFILES"
 BUILTIN_PACKAGE = "edgeq.device_profiles"
 
 KINDS = ("ssh", "local")
 ARCHES = ("x86_64", "aarch64", "armv7l")
-DELEGATES = ("xnnpack", "edgetpu", "openvino")
 POWER_SOURCES = RUNNER_POWER_SOURCES  # what the device-side runner can read
 HOST_KEY_POLICIES = ("strict", "accept-new")
 RUNTIME_SOURCES = ("pip", "system")
@@ -56,15 +60,10 @@ class Runtime:
     requires: tuple[str, ...] = ()  # extra pins setup installs with it
 
 
+# The runner's own table of runtimes (the one list of names), as a profile sees them.
 RUNTIMES: dict[str, Runtime] = {
-    r.name: r
-    for r in (
-        Runtime("ai-edge-litert", "ai-edge-litert", "ai_edge_litert"),
-        # tflite-runtime 2.14 was built against NumPy 1: with NumPy 2 the Interpreter fails (_ARRAY_API).
-        Runtime("tflite-runtime", "tflite-runtime", "tflite_runtime", ("numpy<2",)),
-        Runtime("tensorflow", "tensorflow", "tensorflow"),
-        Runtime("openvino", "openvino", "openvino"),
-    )
+    name: Runtime(name, distribution, module, tuple(requires))
+    for name, (module, distribution, requires, _install) in RUNTIME_TABLE.items()
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -72,13 +71,10 @@ _SCALAR = (str, int, float, bool)
 
 
 @dataclass(frozen=True, kw_only=True)
-class DeviceProfile:
-    """One device kind or one device. Units are in the names (``_s`` seconds, ``_c`` °C)."""
+class Endpoint:
+    """Where a device is and how to get in: pure data (a transport is built from it)."""
 
-    name: str
     kind: str = "ssh"
-    description: str = ""
-    # where it is and how to get in (ssh)
     host: str | None = None
     port: int = 22
     user: str | None = None
@@ -88,7 +84,12 @@ class DeviceProfile:
     connect_retries: int = 4
     retry_delay_s: float = 0.5
     workdir: str = "~/edgeq"
-    # what it runs
+
+
+@dataclass(frozen=True, kw_only=True)
+class Board:
+    """What a device is: its CPU, Python, runtime, accelerator and sensors."""
+
     arch: str
     python: str = "python3"
     runtime: str
@@ -97,20 +98,34 @@ class DeviceProfile:
     pip_args: tuple[str, ...] = ()
     delegate: str = "xnnpack"
     delegate_options: tuple[tuple[str, str | int | float | bool], ...] = ()
-    threads: int | None = None
-    # what it can tell about itself
     power_source: str = "none"
     power_sensor: str = ""
     sysfs_root: str = "/sys"
     vcgencmd: str = "vcgencmd"
     thermal_zones: tuple[str, ...] = ()
     governor: str | None = None
-    # measurement defaults
-    warmup_runs: int = 10
-    runs: int = 100
-    min_seconds: float = 0.0
-    run_timeout_s: float = 600.0
     cooldown_to_c: float | None = None
+
+    @property
+    def runtime_info(self) -> Runtime:
+        return RUNTIMES[self.runtime]
+
+    @property
+    def options(self) -> dict[str, str | int | float | bool]:
+        """``delegate_options`` as a dict."""
+        return dict(self.delegate_options)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceProfile:
+    """One device kind or one device: where it is (``endpoint``), what it is (``board``) and its
+    measurement defaults (``measure``: MeasureSpec settings, see :meth:`measure_spec`)."""
+
+    name: str
+    description: str = ""
+    endpoint: Endpoint = Endpoint()
+    board: Board
+    measure: tuple[tuple[str, Any], ...] = ()
     notes: tuple[str, ...] = ()
     # provenance (not from the TOML)
     extends: tuple[str, ...] = ()
@@ -118,32 +133,37 @@ class DeviceProfile:
 
     @property
     def is_local(self) -> bool:
-        return self.kind == "local"
+        return self.endpoint.kind == "local"
 
     @property
     def is_template(self) -> bool:
         """An SSH profile without a host: a device kind, not a particular device."""
-        return self.kind == "ssh" and not self.host
-
-    @property
-    def runtime_info(self) -> Runtime:
-        return RUNTIMES[self.runtime]
+        return self.endpoint.kind == "ssh" and not self.endpoint.host
 
     @property
     def requirements(self) -> tuple[str, ...]:
         """What ``devices setup`` pip-installs: the runtime pinned, and what it needs pinned."""
-        r = self.runtime_info
-        return (f"{r.distribution}=={self.runtime_version}", *r.requires)
+        r = self.board.runtime_info
+        return (f"{r.distribution}=={self.board.runtime_version}", *r.requires)
 
     @property
     def address(self) -> str:
+        e = self.endpoint
         if self.is_local:
             return "local"
-        if not self.host:
+        if not e.host:
             return "(no host)"
-        user = f"{self.user}@" if self.user else ""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{user}{host}" + (f":{self.port}" if self.port != 22 else "")
+        user = f"{e.user}@" if e.user else ""
+        host = f"[{e.host}]" if ":" in e.host else e.host
+        return f"{user}{host}" + (f":{e.port}" if e.port != 22 else "")
+
+    @property
+    def template_hint(self) -> str:
+        """What to do with a board template (a profile without a host)."""
+        return (
+            f'make a profile with extends = "{self.name}" and host = "<address>" in a --profiles '
+            "directory, or pass --host user@address"
+        )
 
     def require_address(self) -> None:
         """Raise UserInputError unless the profile says where the device is."""
@@ -151,8 +171,7 @@ class DeviceProfile:
             raise UserInputError(
                 f"device profile '{self.name}' has no host: it describes a kind of device "
                 f"({self.description or self.name}), not a particular one",
-                f'make a profile with extends = "{self.name}" and host = "<address>" in a --profiles '
-                "directory, or pass --host user@address",
+                self.template_hint,
             )
 
     def with_target(self, target: str) -> DeviceProfile:
@@ -175,25 +194,70 @@ class DeviceProfile:
             if not 0 < changes["port"] < 65536:
                 raise UserInputError(f"port {m['port']} out of range in --host {target!r}", "use 1..65535")
         _check_host(changes["host"], "--host")
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, endpoint=dataclasses.replace(self.endpoint, **changes))
 
-    @property
-    def options(self) -> dict[str, str | int | float | bool]:
-        """``delegate_options`` as a dict."""
-        return dict(self.delegate_options)
+    def measure_spec(self, overrides: Mapping[str, Any] | None = None) -> MeasureSpec:
+        """The measurement, resolved once: built-in defaults < this profile < ``overrides``.
+
+        ``overrides`` are MeasureSpec settings. ``power`` may also be True (this board's sensor), a
+        source name, or a table without ``source`` (this board's sensor with those settings);
+        ``thermal`` True / False, or a table of settings on top of this board's zones, governor and
+        cool-down. Thermal state is recorded whenever power is measured, unless thermal is False.
+        """
+        b = self.board
+        data: dict[str, Any] = {
+            "runtime": b.runtime,
+            "delegate": b.delegate,
+            "delegate_options": b.options,
+            "sysfs_root": b.sysfs_root,
+            "vcgencmd": b.vcgencmd,
+            **dict(self.measure),
+        }
+        o = dict(overrides or {})
+        power = o.pop("power", None)
+        thermal = o.pop("thermal", None)
+        data.update(o)
+        if power is True:
+            power = {}
+        elif isinstance(power, str):
+            power = {"source": power}
+        if isinstance(power, Mapping):
+            power = dict(power)
+            power.setdefault("source", b.power_source)
+            if b.power_sensor and power["source"] == b.power_source:
+                power.setdefault("sensor", b.power_sensor)
+        if thermal is None and power:
+            thermal = True
+        if thermal is True:
+            thermal = {}
+        if isinstance(thermal, Mapping):
+            base: dict[str, Any] = {"governor": b.governor or "performance"}
+            if b.thermal_zones:
+                base["zones"] = list(b.thermal_zones)
+            if b.cooldown_to_c is not None:
+                base["cool_down_below_c"] = b.cooldown_to_c
+            thermal = {**base, **thermal}
+        data["power"] = power or None
+        data["thermal"] = thermal if isinstance(thermal, dict) else None
+        return build_spec(data, f"device {self.name!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able data (paths as strings, tuples as lists)."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
+        """The profile as its TOML keys (flat), JSON-able (paths as strings, tuples as lists)."""
+        out: dict[str, Any] = {"name": self.name, "description": self.description}
+        for part in (self.endpoint, self.board):
+            for f in dataclasses.fields(part):
+                out[f.name] = getattr(part, f.name)
+        for key, spec_name in MEASURE_KEYS.items():
+            if spec_name in dict(self.measure):
+                out[key] = dict(self.measure)[spec_name]
+        out.update(notes=self.notes, extends=self.extends, source=self.source)
+        for k, v in list(out.items()):
             if isinstance(v, Path):
-                v = str(v)
-            elif f.name == "delegate_options":
-                v = dict(v)
+                out[k] = str(v)
+            elif k == "delegate_options":
+                out[k] = dict(v)
             elif isinstance(v, tuple):
-                v = list(v)
-            out[f.name] = v
+                out[k] = list(v)
         return out
 
     def digest(self) -> str:
@@ -203,6 +267,19 @@ class DeviceProfile:
         for k in ("notes", "description", "source", "extends"):
             data.pop(k)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+# Profile keys that are measurement defaults -> the MeasureSpec setting each one sets.
+MEASURE_KEYS = {
+    "runs": "runs",
+    "warmup_runs": "warmup",
+    "threads": "threads",
+    "min_seconds": "min_seconds",
+    "run_timeout_s": "timeout_s",
+    "min_delegate_coverage": "min_delegate_coverage",
+}
+_ENDPOINT_KEYS = tuple(f.name for f in dataclasses.fields(Endpoint))
+_BOARD_KEYS = tuple(f.name for f in dataclasses.fields(Board))
 
 
 @dataclass(frozen=True)
@@ -248,7 +325,10 @@ FIELDS: dict[str, _Field] = {
     "pip_args": _f(list, "extra pip arguments for setup (e.g. a local index for offline boards)", item=str),
     "delegate": _f(str, "accelerator delegate", DELEGATES),
     "delegate_options": _f(dict, 'delegate settings (e.g. device = "NPU" for OpenVINO)'),
-    "threads": _f(int, "interpreter threads (absent: the runtime's default)"),
+    "threads": _f(int, "interpreter threads (default 1)"),
+    "min_delegate_coverage": _f(
+        (str, float, int), 'share of ops that must run on the delegate: "all" or a fraction 0..1'
+    ),
     "power_source": _f(str, "how power is measured on the device", POWER_SOURCES),
     "power_sensor": _f(str, "hwmon name of the power sensor when power_source = hwmon"),
     "sysfs_root": _f(str, "where the runner reads sensors (/sys; another root for an emulated tree)"),
@@ -355,26 +435,16 @@ def _finish(raw: dict[str, Any], source: str, base_dir: Path | None, builtin: bo
             )
         if "host" in data:
             _check_host(data["host"], source)
-    workdir = data.get("workdir", "~/edgeq")
-    if (
-        "\x00" in workdir
-        or not (workdir.startswith("/") or workdir.startswith("~/"))
-        or ".." in workdir.split("/")
-    ):
-        raise _bad(
-            source,
-            f"workdir {workdir!r} must be absolute or start with ~/ and have no '..'",
-            FIELDS["workdir"].doc,
-        )
-    if workdir.rstrip("/") in ("", "~"):
-        raise _bad(source, f"workdir {workdir!r} must be a directory of edgeq's own", 'use e.g. "~/edgeq"')
+    try:
+        check_workdir_spec(data.get("workdir", "~/edgeq"))
+    except UserInputError as exc:
+        raise _bad(source, exc.message, FIELDS["workdir"].doc) from None
     port = data.get("port", 22)
     if not 0 < port < 65536:
         raise _bad(source, f"key 'port' = {port} is out of range", "use 1..65535")
-    for k in ("connect_retries", "runs"):
-        if k in data and data[k] < 1:
-            raise _bad(source, f"key '{k}' must be at least 1, got {data[k]}", FIELDS[k].doc)
-    for k in ("warmup_runs", "threads", "connect_timeout_s", "retry_delay_s", "min_seconds", "run_timeout_s"):
+    if data.get("connect_retries", 1) < 1:
+        raise _bad(source, f"key 'connect_retries' must be at least 1, got {data['connect_retries']}", "")
+    for k in ("connect_timeout_s", "retry_delay_s"):
         if k in data and data[k] < 0:
             raise _bad(source, f"key '{k}' must not be negative, got {data[k]}", FIELDS[k].doc)
     if not str(data["runtime_version"]).strip():
@@ -395,11 +465,24 @@ def _finish(raw: dict[str, Any], source: str, base_dir: Path | None, builtin: bo
             data[k] = tuple(data[k])
     if "delegate_options" in data:
         data["delegate_options"] = tuple(sorted(data["delegate_options"].items()))
-    for k in ("connect_timeout_s", "retry_delay_s", "min_seconds", "run_timeout_s", "cooldown_to_c"):
+    for k in ("connect_timeout_s", "retry_delay_s", "cooldown_to_c"):
         if k in data:
             data[k] = float(data[k])
+    measure = {MEASURE_KEYS[k]: data.pop(k) for k in list(data) if k in MEASURE_KEYS}
+    if measure.get("min_seconds") == 0:
+        measure["min_seconds"] = None  # 0 in a profile: no minimum time
+    if "min_delegate_coverage" in measure:
+        measure["min_delegate_coverage"] = parse_min_coverage(measure["min_delegate_coverage"], _where(source))
+    build_spec(measure, _where(source), {v: k for k, v in MEASURE_KEYS.items()})  # bad values fail here
     data.pop("extends", None)
-    return DeviceProfile(**data)
+    return DeviceProfile(
+        name=data.pop("name"),
+        description=data.pop("description", ""),
+        notes=data.pop("notes", ()),
+        endpoint=Endpoint(**{k: data.pop(k) for k in _ENDPOINT_KEYS if k in data}),
+        board=Board(**{k: data.pop(k) for k in _BOARD_KEYS if k in data}),
+        measure=tuple(sorted(measure.items())),
+    )
 
 
 # ---------------------------------------------------------------------------------------- lookup

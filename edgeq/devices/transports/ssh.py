@@ -44,13 +44,14 @@ from typing import TYPE_CHECKING, Any
 import paramiko
 from paramiko.sftp import CMD_EXTENDED
 
-from edgeq.devices import ssh_config
-from edgeq.devices.known_hosts import EdgeqHostKeyPolicy, KnownHosts, transport_factory
-from edgeq.devices.transport import CommandResult
+from edgeq.devices.paths import check_workdir_spec, confine, remote_path, resolve_workdir
+from edgeq.devices.transports import ssh_config
+from edgeq.devices.transports.base import CommandResult
+from edgeq.devices.transports.known_hosts import EdgeqHostKeyPolicy, KnownHosts, transport_factory
 from edgeq.errors import DeviceError, UserInputError
 
 if TYPE_CHECKING:
-    from edgeq.devices.profiles import DeviceProfile
+    from edgeq.devices.profile import DeviceProfile
 
 # paramiko logs dropped sockets at ERROR; without this they reach stderr through logging's last resort.
 # Applications that configure logging still see them.
@@ -145,58 +146,6 @@ class RetryPolicy:
     def delay(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th failure in a row (1-based)."""
         return min(self.max_delay_s, self.initial_delay_s * self.factor ** max(0, failures - 1))
-
-
-def remote_path(workdir: str, *parts: str) -> str:
-    """``workdir`` joined with ``parts``, refusing anything that could leave ``workdir``.
-
-    ``remote_path("/home/pi/edgeq", "models", "a b;$(x).tflite")`` gives
-    ``"/home/pi/edgeq/models/a b;$(x).tflite"``; ``".."``, absolute parts and NUL raise
-    UserInputError. ``workdir`` is absolute or starts with ``~/`` (the remote home).
-    """
-    if not workdir or "\x00" in workdir:
-        raise UserInputError(f"bad device workdir {workdir!r}", "set workdir to an absolute path or ~/...")
-    if not (workdir.startswith("/") or workdir == "~" or workdir.startswith("~/")):
-        raise UserInputError(
-            f"device workdir must be absolute or start with ~/, got {workdir!r}",
-            'set for example workdir = "~/edgeq" in the device profile',
-        )
-    if ".." in workdir.split("/"):
-        raise UserInputError(
-            f"device workdir must not contain '..': {workdir!r}", "write the path out in full"
-        )
-    root = posixpath.normpath(workdir)
-    if root.startswith("//"):
-        root = "/" + root.lstrip("/")
-    if root == "/":
-        raise UserInputError("device workdir must not be /", "use a directory of its own such as ~/edgeq")
-    comps: list[str] = []
-    for part in parts:
-        if not isinstance(part, str) or "\x00" in part:
-            raise UserInputError(f"bad remote path component {part!r}", "use a plain file name")
-        if part.startswith("/"):
-            raise UserInputError(
-                f"remote path component {part!r} is absolute", "give paths relative to the workdir"
-            )
-        for comp in part.split("/"):
-            if comp in ("", "."):
-                continue
-            if comp == "..":
-                raise UserInputError(
-                    f"remote path component {part!r} contains '..'",
-                    "paths must stay inside the device workdir",
-                )
-            comps.append(comp)
-    return "/".join([root, *comps])
-
-
-def is_inside(workdir: str, path: str) -> bool:
-    """True when normalised ``path`` is ``workdir`` or below it (both absolute POSIX paths)."""
-    if "\x00" in path or not path.startswith("/"):
-        return False
-    norm = posixpath.normpath(path)
-    root = posixpath.normpath(workdir)
-    return norm == root or norm.startswith(root.rstrip("/") + "/")
 
 
 def file_digest(path: Path) -> tuple[int, str]:
@@ -296,7 +245,7 @@ class SSHTransport:
         jumps = proxy_jump or jump
         self.jumps = ssh_config.parse_jumps(jumps) if jumps else []
         self._hops = [_endpoint(h.host, h.port, h.user, None, use_ssh_config)[0] for h in self.jumps]
-        remote_path(workdir)  # validate early
+        check_workdir_spec(workdir)  # validate early
         self._workdir_spec = workdir
         self.python = python
         self.name = name or f"{self.user}@{self.host}:{self.port}"
@@ -330,20 +279,20 @@ class SSHTransport:
     ) -> SSHTransport:
         """The transport for an SSH device profile (``profile.require_address()`` must hold)."""
         profile.require_address()
-        assert profile.host is not None
+        assert profile.endpoint.host is not None
         return cls(
-            profile.host,
-            port=profile.port if profile.port != 22 else None,  # else ~/.ssh/config's Port, or 22
-            user=profile.user,
-            identity_file=profile.identity_file,
-            workdir=profile.workdir,
-            python=profile.python,
+            profile.endpoint.host,
+            port=profile.endpoint.port if profile.endpoint.port != 22 else None,  # else ~/.ssh/config's Port, or 22
+            user=profile.endpoint.user,
+            identity_file=profile.endpoint.identity_file,
+            workdir=profile.endpoint.workdir,
+            python=profile.board.python,
             name=profile.name,
-            trust_new_host=trust_new_host or profile.host_key_policy == "accept-new",
+            trust_new_host=trust_new_host or profile.endpoint.host_key_policy == "accept-new",
             known_hosts=known_hosts,
-            connect_timeout_s=profile.connect_timeout_s,
+            connect_timeout_s=profile.endpoint.connect_timeout_s,
             retry=retry
-            or RetryPolicy(attempts=profile.connect_retries, initial_delay_s=profile.retry_delay_s),
+            or RetryPolicy(attempts=profile.endpoint.connect_retries, initial_delay_s=profile.endpoint.retry_delay_s),
         )
 
     # ------------------------------------------------------------------ connection
@@ -357,9 +306,15 @@ class SSHTransport:
         t = self._client.get_transport() if self._client is not None else None
         return t is not None and t.is_active()
 
-    def connect(self) -> None:
-        """Connect now (otherwise the first command does): retries, then one DeviceError line."""
+    is_local = False
+
+    def connect(self) -> str:
+        """Connect now (otherwise the first command does): retries, then one DeviceError line.
+        Returns how it went, e.g. ``pi@10.0.0.7:22 in 74 ms (host key pinned now)``."""
+        started = time.monotonic()
         self._ensure()
+        pinned = " (host key pinned now)" if self.host_key_outcome == "pinned" else ""
+        return f"{self.target} in {1000 * (time.monotonic() - started):.0f} ms{pinned}"
 
     def _ensure(self) -> paramiko.SSHClient:
         if self._client is not None and self.connected:
@@ -538,32 +493,14 @@ class SSHTransport:
     @property
     def workdir(self) -> str:
         """The profile's workdir as an absolute path on the device (``~`` resolved)."""
-        spec = remote_path(self._workdir_spec)
-        if spec == "~" or spec.startswith("~/"):
-            return remote_path(self.home, spec[2:]) if spec != "~" else self.home
-        return spec
+        return resolve_workdir(self._workdir_spec, self.home)
 
     def path(self, *parts: str) -> str:
         """``remote_path(self.workdir, *parts)``."""
         return remote_path(self.workdir, *parts)
 
     def _confine(self, remote: str) -> str:
-        """``remote`` made absolute (relative paths are below workdir) and checked to be inside it."""
-        if not isinstance(remote, str) or not remote or "\x00" in remote:
-            raise UserInputError(f"bad remote path {remote!r}", "build remote paths with remote_path()")
-        root = self.workdir
-        if remote == "~" or remote.startswith("~/"):
-            full = self.home + remote[1:]
-        elif remote.startswith("/"):
-            full = remote
-        else:
-            full = posixpath.join(root, remote)
-        if not is_inside(root, full) or posixpath.normpath(full) == posixpath.normpath(root):
-            raise UserInputError(
-                f"remote path {remote!r} is outside the device workdir {root}",
-                "edgeq only writes inside the workdir of the device profile",
-            )
-        return posixpath.normpath(full)
+        return confine(self.workdir, remote)
 
     # ------------------------------------------------------------------ commands
 

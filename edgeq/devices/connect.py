@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeq.devices.profiles import DeviceProfile, load_profile
-from edgeq.devices.transport import Transport
+from edgeq.devices.probe import PROBE_TIMEOUT_S, venv_python
+from edgeq.devices.profile import DeviceProfile, load_profile
+from edgeq.devices.transports import Transport, open_transport
 
 
 @dataclass(frozen=True)
@@ -38,19 +40,20 @@ class DeviceSession:
     workdir: str
 
 
+def device_python(transport: Transport, profile: DeviceProfile, workdir: str) -> str:
+    """The interpreter the runner uses: edgeq's own on the local device; on a board the venv that
+    ``devices setup`` made, else the profile's ``python``."""
+    if transport.is_local:
+        return sys.executable if profile.board.python in ("auto", "") else profile.board.python
+    vpy = venv_python(workdir)
+    res = transport.run([vpy, "-c", "pass"], timeout=PROBE_TIMEOUT_S)
+    return vpy if res.exit_code == 0 else profile.board.python
+
+
 @contextlib.contextmanager
 def open_device(target: DeviceTarget, profile: DeviceProfile | None = None) -> Iterator[DeviceSession]:
     """Connect to ``target`` and yield what the runner needs; the connection closes afterwards."""
-    import sys
-
-    from edgeq.devices import manage
-
     prof = profile or target.resolve()
-    with manage.open_transport(prof, trust_new_host=target.trust_new_host) as transport:
-        if prof.is_local:
-            python = sys.executable if prof.python in ("auto", "") else prof.python
-            workdir = manage.device_workdir(transport, prof)
-        else:
-            workdir = manage.device_workdir(transport, prof)
-            python = manage.device_python(transport, prof, workdir)
-        yield DeviceSession(prof, transport, python, workdir)
+    with open_transport(prof, trust_new_host=target.trust_new_host) as transport:
+        workdir = transport.workdir
+        yield DeviceSession(prof, transport, device_python(transport, prof, workdir), workdir)

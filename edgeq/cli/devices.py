@@ -1,4 +1,4 @@
-"""``edgeq devices …``: parse, call :mod:`edgeq.devices.manage`, render. Mounted by ``edgeq.cli``.
+"""``edgeq devices …``: parse, call edgeq.devices (listing, check, setup), render. Mounted by ``edgeq.cli``.
 
 EdgeqErrors propagate to the main CLI, which prints them as one line plus a hint with their exit code.
 ``check`` and ``setup`` exit with 3 (device failure) when an item failed.
@@ -11,36 +11,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from edgeq.devices import manage
-from edgeq.devices.profiles import DeviceProfile, load_profile
+from edgeq.devices import check as device_check
+from edgeq.devices import setup as device_setup
+from edgeq.devices.listing import list_devices
+from edgeq.devices.profile import DeviceProfile, load_profile
+from edgeq.cli.app import HostOpt, JsonOpt, ProfilesOpt, TrustOpt, err, out
 from edgeq.errors import EXIT_DEVICE
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
-
-ProfilesOpt = Annotated[
-    list[Path] | None,
-    typer.Option(
-        "--profiles",
-        help="Directory of NAME.toml device profiles (repeatable); searched before EDGEQ_PROFILES "
-        "and the built-ins.",
-    ),
-]
-HostOpt = Annotated[
-    str | None,
-    typer.Option("--host", help="Point the profile at [user@]host[:port] (for built-in board profiles)."),
-]
-TrustOpt = Annotated[
-    bool,
-    typer.Option(
-        "--trust-new-host", help="Accept and pin an unknown host key (a changed key is always refused)."
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 NameArg = Annotated[str, typer.Argument(help="Device profile name, or a path to a .toml profile.")]
 
 _STYLE = {
@@ -66,7 +51,7 @@ def _print_json(data: Any) -> None:
 @app.command("list")
 def list_cmd(profiles: ProfilesOpt = None, as_json: JsonOpt = False) -> None:
     """Device profiles visible by name: user directories first, then the built-ins."""
-    rows = manage.list_devices(profiles or [])
+    rows = list_devices(profiles or [])
     if as_json:
         _print_json([r.to_dict() for r in rows])
         return
@@ -121,7 +106,7 @@ def check_cmd(
     """Connect and report arch, OS, Python, runtime, delegate, sensors, governor, temperatures."""
     p = _profile(name, profiles, host)
 
-    def show(item: manage.CheckItem) -> None:
+    def show(item: device_check.CheckItem) -> None:
         if not as_json:
             style = _STYLE.get(item.status, "")
             err.print(f"[{style}]{item.status:4}[/] {item.name:14} {item.detail}", soft_wrap=True)
@@ -130,7 +115,7 @@ def check_cmd(
 
     if not as_json:
         err.print(f"[bold]{p.name}[/] ({p.address})")
-    report = manage.check_device(p, trust_new_host=trust_new_host, on_item=show)
+    report = device_check.check_device(p, trust_new_host=trust_new_host, on_item=show)
     if as_json:
         _print_json(report.to_dict())
     else:
@@ -140,7 +125,7 @@ def check_cmd(
         raise typer.Exit(EXIT_DEVICE)
 
 
-def _summary(report: manage.CheckReport) -> str:
+def _summary(report: device_check.CheckReport) -> str:
     counts = {s: sum(1 for i in report.items if i.status == s) for s in ("OK", "WARN", "FAIL")}
     return ", ".join(f"{n} {s}" for s, n in counts.items() if n)
 
@@ -156,7 +141,7 @@ def setup_cmd(
     """Create the work directory and a venv with the profile's runtime pinned (idempotent)."""
     p = _profile(name, profiles, host)
 
-    def show(step: manage.SetupStep) -> None:
+    def show(step: device_setup.SetupStep) -> None:
         if not as_json:
             style = _STYLE.get(step.status, "")
             err.print(f"[{style}]{step.status:7}[/] {step.name:9} {step.detail}", soft_wrap=True)
@@ -166,7 +151,7 @@ def setup_cmd(
     if not as_json:
         err.print(f"[bold]setting up {p.name}[/] ({p.address}); pip output may take a while")
     if as_json:
-        report = manage.setup_device(p, trust_new_host=trust_new_host)
+        report = device_setup.setup_device(p, trust_new_host=trust_new_host)
     else:
         with err.status("working…", spinner="dots") as status:
 
@@ -174,7 +159,7 @@ def setup_cmd(
                 if line.strip():
                     status.update(f"pip: {line.strip()[:100]}")
 
-            report = manage.setup_device(p, trust_new_host=trust_new_host, on_step=show, on_output=pip_line)
+            report = device_setup.setup_device(p, trust_new_host=trust_new_host, on_step=show, on_output=pip_line)
     if as_json:
         _print_json(report.to_dict())
     elif report.ok:

@@ -1,84 +1,25 @@
-"""How the host talks to a device: run a command, copy a file.
-
-Every command is an argument list, never a shell string built from user input.
-"""
+"""The host itself as a device: subprocesses and local file copies."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
 
+from edgeq.devices.paths import check_workdir
+from edgeq.devices.transports.base import CommandResult, stop_process
 from edgeq.errors import DeviceError
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-class Transport(Protocol):
-    """What every transport (local subprocess, SSH) offers."""
-
-    name: str
-
-    def run(
-        self,
-        argv: Sequence[str],
-        timeout: float | None = None,
-        on_stdout_line: Callable[[str], None] | None = None,
-    ) -> CommandResult:
-        """Run ``argv`` on the device; ``on_stdout_line`` sees each stdout line as it arrives."""
-        ...
-
-    def put(self, local: Path, remote: str) -> int:
-        """Copy ``local`` to ``remote`` atomically (temporary name, fsync, rename); return bytes sent."""
-        ...
-
-    def get(self, remote: str, local: Path) -> None:
-        """Copy ``remote`` from the device to ``local``."""
-        ...
-
-    def close(self) -> None: ...
-
-    def __enter__(self) -> Transport: ...
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-
-STOP_GRACE_S = 3.0  # how long a stopped device-side process gets to clean up before SIGKILL
-
-
-def stop_process(proc: subprocess.Popen[str], grace_s: float = STOP_GRACE_S) -> None:
-    """TERM first, so that the runner can clean up (restore the governor, remove partial files),
-    then KILL if it is still there after ``grace_s``. Returns once the process has exited."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+from edgeq.files import atomic_path
 
 
 class LocalTransport:
     """The host itself as a device: subprocesses and local file copies."""
 
-    name = "local"
+    def __init__(self, workdir: str | None = None, name: str = "local") -> None:
+        self.name = name
+        self._workdir = workdir
 
     def run(
         self,
@@ -145,19 +86,21 @@ class LocalTransport:
             stop_process(proc)
             raise
 
+    is_local = True
+
+    def connect(self) -> str:
+        return "local device (no SSH)"
+
+    @property
+    def workdir(self) -> str:
+        if self._workdir is None:
+            raise ValueError("this LocalTransport was made without a workdir")
+        return check_workdir(str(Path(self._workdir).expanduser()))
+
     def put(self, local: Path, remote: str) -> int:
         dest = Path(remote)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".edgeq-", suffix=".part", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as out, open(local, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(dest) as tmp, open(local, "rb") as src, open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
         return dest.stat().st_size
 
     def get(self, remote: str, local: Path) -> None:

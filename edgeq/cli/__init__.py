@@ -1,0 +1,56 @@
+"""The ``edgeq`` command line: parse arguments, call :mod:`edgeq.api`, render. No logic of its own.
+
+One module per group of commands (model, pipeline, measure, devices); ``app`` holds what they share.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+from edgeq.cli import devices, measure, model, pipeline
+from edgeq.cli.app import app, err
+from edgeq.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EdgeqError
+
+app.command()(measure.measure_options(pipeline.pipeline))
+for command in (model.train, model.distill, model.qat, model.export, model.inspect):
+    app.command()(command)
+app.command()(measure.measure_options(measure.profile))
+app.command()(measure.deploy)
+app.add_typer(devices.app, name="devices", help="Device profiles: list, show, check, set up.")
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; map errors to one line of what is wrong, one of what to do, and an exit code."""
+    try:
+        # Typer prints usage errors itself (exit 2) and turns Ctrl-C into exit 130.
+        app(args=argv, prog_name="edgeq", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_BAD_INPUT)
+    except EdgeqError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
+        if exc.hint:
+            err.print(f"[bold]what to do:[/] {exc.hint}", soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception:
+        traceback.print_exc()
+        err.print(
+            "[bold red]internal error:[/] this is a bug in edgeq; please report it with the traceback above"
+        )
+        return EXIT_INTERNAL
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

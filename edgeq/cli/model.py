@@ -1,0 +1,190 @@
+"""``edgeq train / distill / qat / export / inspect``: parse, call :mod:`edgeq.api`, render."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from edgeq import api
+from edgeq.cli.app import DataOpt, ImageSizeOpt, JsonOpt, Progress, SeedOpt, data_options, emit, out, print_json
+
+def train(
+    out_path: Annotated[Path, typer.Option("--out", help="Where to save the model (.keras).")] = Path(
+        "teacher.keras"
+    ),
+    arch: Annotated[str, typer.Option(help="Built-in architecture: teacher or student.")] = "teacher",
+    epochs: int = 10,
+    data: DataOpt = "digits",
+    image_size: ImageSizeOpt = "32x32",
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a built-in float model on a dataset."""
+    progress = Progress()
+    res = api.train(out_path, data=data_options(data, image_size, seed), arch=arch, epochs=epochs, on_event=progress)
+    progress.close()
+    emit(res, as_json)
+
+
+def distill(
+    teacher: Annotated[Path, typer.Argument(help="The teacher (.keras/.h5).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Where to save the student (.keras).")] = Path(
+        "student.keras"
+    ),
+    epochs: int = 15,
+    temperature: float = 4.0,
+    alpha: float = 0.3,
+    data: DataOpt = "digits",
+    image_size: ImageSizeOpt = "32x32",
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Distill a teacher into the built-in student (soft targets at a temperature + hard labels)."""
+    progress = Progress()
+    res = api.distill(
+        teacher,
+        out_path,
+        data=data_options(data, image_size, seed),
+        epochs=epochs,
+        temperature=temperature,
+        alpha=alpha,
+        on_event=progress,
+    )
+    progress.close()
+    emit(res, as_json)
+
+
+def qat(
+    model: Annotated[Path, typer.Argument(help="The float model (.keras/.h5).")],
+    out_path: Annotated[Path, typer.Option("--out", help="Where to save the QAT model (.h5).")] = Path(
+        "student_qat.h5"
+    ),
+    epochs: int = 4,
+    teacher: Annotated[Path | None, typer.Option(help="Keep distilling from this teacher.")] = None,
+    temperature: float = 4.0,
+    alpha: float = 0.3,
+    data: DataOpt = "digits",
+    image_size: ImageSizeOpt = "32x32",
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Quantization-aware training with TensorFlow Model Optimization."""
+    progress = Progress()
+    res = api.qat(
+        model,
+        out_path,
+        data=data_options(data, image_size, seed),
+        epochs=epochs,
+        teacher=teacher,
+        temperature=temperature,
+        alpha=alpha,
+        on_event=progress,
+    )
+    progress.close()
+    emit(res, as_json)
+
+
+def export(
+    model: Annotated[Path, typer.Argument(help="A QAT model (.h5 from 'edgeq qat') or a float model (PTQ).")],
+    out_path: Annotated[Path, typer.Option("--out", help="The .tflite to write (+ its .edgeq.json).")] = Path(
+        "model.tflite"
+    ),
+    data: DataOpt = "digits",
+    image_size: ImageSizeOpt = "32x32",
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a full-integer TFLite model (int8 input, output and every activation) and its sidecar."""
+    progress = Progress()
+    res = api.export(model, out_path, data=data_options(data, image_size, seed), on_event=progress)
+    progress.close()
+    emit(res, as_json)
+
+
+def inspect(
+    model: Annotated[Path, typer.Argument(help="A .tflite model.")],
+    require_int8: Annotated[bool, typer.Option(help="Exit 4 unless the model is int8 end to end.")] = False,
+    debug_quant: Annotated[
+        bool, typer.Option(help="Per-layer quantization error (QuantizationDebugger).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ops, tensor dtypes, quantization parameters, size and the full-int8 verdict of a model."""
+    info = api.inspect(model, debug_quant=debug_quant)
+    if as_json:
+        print_json(info)
+    else:
+        _render_inspect(info)
+    if require_int8 and not info["full_int8"]:
+        raise api.GateFailed(
+            f"{model.name} is not int8 end to end: {info['violations'][0]}",
+            "export it with 'edgeq export' (full-integer quantization)",
+        )
+
+
+def _render_inspect(info: dict[str, Any]) -> None:
+    verdict = "[green]full int8[/]" if info["full_int8"] else "[red]NOT full int8[/]"
+    out.print(
+        f"[bold]{info['path']}[/]  {info['size_bytes']} bytes  sha256 {info['sha256'][:16]}…  {verdict}"
+    )
+    ops = Table(title="ops")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for name, n in info["op_counts"].items():
+        ops.add_row(name, str(n))
+    out.print(ops)
+    if info.get("custom_ops"):
+        c = Table(title="custom ops (docs/custom_ops.md)")
+        for col in ("#", "op", "weights", "packed bytes", "bits/weight", "nonzero", "options"):
+            c.add_column(col)
+        for op in info["custom_ops"]:
+            o = op["options"]
+            geo = f"k{o['kernel_h']}x{o['kernel_w']} s{o['stride_h']}x{o['stride_w']} " + (
+                "same" if o["padding"] else "valid"
+            )
+            opts = (
+                f"in {o['in_depth']} out {o['out_depth']} zp {o['in_zp']}/{o['out_zp']} "
+                f"clamp [{o['act_min']}, {o['act_max']}]" + (f" {geo}" if o["kind"] == 1 else "")
+            )
+            c.add_row(
+                str(op["index"]),
+                op["op"],
+                "x".join(map(str, op["weight_shape"])),
+                str(op["packed_weight_bytes"]),
+                f"{op['bits_per_weight']:g}",
+                f"{op['nonzero_fraction']:.0%}",
+                opts,
+            )
+        out.print(c)
+    t = Table(title="tensors")
+    for col in ("#", "name", "role", "dtype", "shape", "scale", "zero point"):
+        t.add_column(col)
+    for ten in info["tensors"]:
+        q = ten.get("quantization") or {}
+        scales = q.get("scale", [])
+        zps = q.get("zero_point", [])
+        scale = f"{scales[0]:.6g}" if len(scales) == 1 else (f"{len(scales)} per-channel" if scales else "")
+        zp = str(zps[0]) if len(zps) == 1 else ("…" if zps else "")
+        t.add_row(
+            str(ten["index"]), ten["name"][:40], ten["role"], ten["dtype"], str(ten["shape"]), scale, zp
+        )
+    out.print(t)
+    for v in info["violations"]:
+        out.print(f"[red]✗[/] {v}")
+    if "quant_debug" in info:
+        d = Table(title="per-layer quantization error (PTQ, QuantizationDebugger)")
+        for col in ("tensor", "rmse/scale", "mean error", "mse"):
+            d.add_column(col)
+        for row in info["quant_debug"]:
+            d.add_row(
+                row["tensor"][:50],
+                f"{row.get('rmse_per_scale', float('nan')):.3f}",
+                f"{row.get('mean_error', float('nan')):.3g}",
+                f"{row.get('mean_squared_error', float('nan')):.3g}",
+            )
+        out.print(d)
+
+

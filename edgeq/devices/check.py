@@ -1,0 +1,400 @@
+"""``edgeq devices check``: connect and report what a device has, each item OK / WARN / FAIL with what
+to do. Never raises for a device problem: an unreachable device is a FAIL item."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgeq.devices.probe import (
+    MIN_PYTHON,
+    PROBE_PROGRAM,
+    PROBE_TIMEOUT_S,
+    VENV,
+    fmt_version,
+    last_line,
+    python_version,
+    run_json,
+    venv_python,
+)
+from edgeq.devices.profile import RUNTIMES, DeviceProfile
+from edgeq.devices.transports import Transport, open_transport
+from edgeq.devices.transports.known_hosts import KnownHosts
+from edgeq.errors import DeviceError, UserInputError
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+
+# Python versions the pinned runtime wheels exist for: (runtime, version prefix) -> (lowest, highest).
+_WHEEL_PYTHONS: dict[tuple[str, str], tuple[tuple[int, int], tuple[int, int]]] = {
+    ("ai-edge-litert", "2."): ((3, 10), (3, 14)),
+    ("tflite-runtime", "2.14"): ((3, 8), (3, 11)),
+    ("openvino", "2022.3"): ((3, 7), (3, 10)),
+}
+
+
+def _wheel_range(profile: DeviceProfile) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    for (runtime, prefix), rng in _WHEEL_PYTHONS.items():
+        if profile.board.runtime == runtime and profile.board.runtime_version.startswith(prefix):
+            return rng
+    return None
+
+
+def fmt_version(v: tuple[int, int]) -> str:
+    return f"{v[0]}.{v[1]}"
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    name: str
+    status: str  # OK / WARN / FAIL
+    detail: str
+    hint: str = ""
+
+
+@dataclass
+class CheckReport:
+    device: str
+    address: str
+    items: list[CheckItem] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)  # the raw probe answer
+
+    @property
+    def ok(self) -> bool:
+        return all(i.status != FAIL for i in self.items)
+
+    @property
+    def worst(self) -> str:
+        s = {i.status for i in self.items}
+        return FAIL if FAIL in s else WARN if WARN in s else OK
+
+    def add(self, name: str, status: str, detail: str, hint: str = "") -> None:
+        self.items.append(CheckItem(name, status, detail, hint))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "address": self.address,
+            "status": self.worst,
+            "items": [asdict(i) for i in self.items],
+            "facts": self.facts,
+        }
+
+
+def check_device(
+    profile: DeviceProfile,
+    *,
+    trust_new_host: bool = False,
+    transport: Transport | None = None,
+    known_hosts: KnownHosts | None = None,
+    on_item: Callable[[CheckItem], None] | None = None,
+) -> CheckReport:
+    """Connect and report what the device has, each item OK / WARN / FAIL with what to do.
+
+    Never raises for a device problem: an unreachable device is a FAIL item. ``on_item`` sees each
+    item as it is decided (for progress output).
+    """
+    report = CheckReport(profile.name, profile.address)
+
+    def add(name: str, status: str, detail: str, hint: str = "") -> None:
+        report.add(name, status, detail, hint)
+        if on_item is not None:
+            on_item(report.items[-1])
+
+    add("profile", OK, f"{profile.name} ({profile.source or 'given'})")
+    if profile.is_template:
+        add(
+            "address",
+            FAIL,
+            f"profile '{profile.name}' has no host (it describes a kind of device)",
+            profile.template_hint,
+        )
+        return report
+    own = transport is None
+    t = transport or open_transport(profile, trust_new_host=trust_new_host, known_hosts=known_hosts)
+    try:
+        _check_connected(profile, t, add, report)
+    finally:
+        if own:
+            t.close()
+    return report
+
+
+def _check_connected(
+    profile: DeviceProfile, t: Transport, add: Callable[..., None], report: CheckReport
+) -> None:
+    try:
+        add("connect", OK, t.connect())
+        workdir = t.workdir
+    except (DeviceError, UserInputError) as exc:
+        add("connect", FAIL, exc.message, exc.hint)
+        return
+
+    runtime = RUNTIMES[profile.board.runtime]
+    dists = sorted({r.distribution for r in RUNTIMES.values()} | {"numpy"})
+    vpy = venv_python(workdir)
+    has_venv = False
+    if not profile.is_local:
+        res = t.run([vpy, "-c", "import sys; print(sys.version.split()[0])"], timeout=PROBE_TIMEOUT_S)
+        has_venv = res.exit_code == 0
+    python = vpy if has_venv else profile.board.python
+    try:
+        facts, res = run_json(
+            t, [python, "-c", PROBE_PROGRAM, runtime.module, profile.board.delegate, workdir, ",".join(dists)]
+        )
+    except DeviceError as exc:
+        add("probe", FAIL, exc.message, exc.hint)
+        return
+    if facts is None:
+        if res.exit_code == 127:
+            add(
+                "python",
+                FAIL,
+                f"{python!r} not found on the device",
+                "install python3 or set python in the profile",
+            )
+        else:
+            add(
+                "python",
+                FAIL,
+                f"probe failed with {python}: {last_line(res)}",
+                "check python in the profile",
+            )
+        return
+    report.facts = facts
+
+    arch = facts.get("machine", "?")
+    if arch == profile.board.arch:
+        add("arch", OK, arch)
+    else:
+        add(
+            "arch",
+            FAIL,
+            f"device is {arch}, profile says {profile.board.arch}",
+            "use a profile made for this device",
+        )
+    add(
+        "os",
+        OK,
+        f"{facts.get('os') or 'unknown'} (kernel {facts.get('kernel')}, {facts.get('cpu_count')} CPUs, "
+        f"{facts.get('mem_total_mb', '?')} MB RAM)",
+    )
+
+    pyv = python_version(str(facts.get("python", "0.0")))
+    where = f"{facts.get('python')} at {facts.get('executable')}"
+    rng = _wheel_range(profile)
+    if pyv < MIN_PYTHON:
+        add(
+            "python",
+            FAIL,
+            f"{where}: edgeq's runner needs Python >= {fmt_version(MIN_PYTHON)}",
+            "install a newer python3 and set python in the profile",
+        )
+    elif rng and not rng[0] <= pyv <= rng[1] and profile.board.runtime_source == "pip":
+        add(
+            "python",
+            FAIL,
+            f"{where}: {profile.board.runtime} {profile.board.runtime_version} has wheels for "
+            f"Python {fmt_version(rng[0])}-{fmt_version(rng[1])} only",
+            "set python to a matching interpreter, or pick another runtime/version in the profile",
+        )
+    else:
+        add("python", OK, where)
+
+    if not profile.is_local:
+        if has_venv:
+            add("venv", OK, posixpath.join(workdir, VENV))
+        elif profile.board.runtime_source == "pip":
+            add(
+                "venv",
+                WARN,
+                f"no venv at {posixpath.join(workdir, VENV)}",
+                f"run: edgeq devices setup {profile.name}",
+            )
+
+    pkgs: dict[str, str | None] = facts.get("packages") or {}
+    have = pkgs.get(runtime.distribution)
+    imp = facts.get("runtime_import") or {}
+    setup_hint = (
+        f"run: edgeq devices setup {profile.name}"
+        if profile.board.runtime_source == "pip"
+        else f"install {runtime.distribution} {profile.board.runtime_version} with the OS's package manager "
+        "(see the profile's notes)"
+    )
+    if not imp.get("ok"):
+        detail = (
+            f"{runtime.module} does not import: {imp.get('error', '?')}"
+            if have
+            else f"{runtime.distribution} is not installed"
+        )
+        add("runtime", FAIL, detail, setup_hint)
+    elif have != profile.board.runtime_version:
+        add(
+            "runtime",
+            WARN,
+            f"{runtime.distribution} {have} installed, profile pins {profile.board.runtime_version}",
+            setup_hint,
+        )
+    else:
+        add("runtime", OK, f"{runtime.distribution} {have} (imports in {imp.get('seconds', 0):.2f} s)")
+    others = [f"{d} {v}" for d, v in sorted(pkgs.items()) if v and d not in (runtime.distribution, "numpy")]
+    if others:
+        add("other runtimes", OK, ", ".join(others))
+
+    numpy = pkgs.get("numpy")
+    if numpy is None:
+        add("numpy", FAIL, "NumPy is not installed", setup_hint)
+    elif "numpy<2" in runtime.requires and python_version(numpy) >= (2, 0):
+        add(
+            "numpy",
+            FAIL,
+            f"NumPy {numpy} with {runtime.distribution}: its Interpreter fails with NumPy 2",
+            setup_hint + " (pins numpy<2)",
+        )
+    else:
+        add("numpy", OK, numpy)
+
+    _check_delegate(profile, facts.get("delegate") or {}, add)
+    _check_power(profile, facts, add)
+    _check_thermal(profile, facts.get("thermal") or [], add)
+
+    govs: dict[str, list[str]] = facts.get("governors") or {}
+    if not govs:
+        add("governor", WARN, "no cpufreq in /sys (a VM or fixed clocks): the governor cannot be checked")
+    elif profile.board.governor and set(govs) != {profile.board.governor}:
+        now = ", ".join(f"{g} ({len(c)} CPUs)" for g, c in govs.items())
+        add(
+            "governor",
+            WARN,
+            f"{now}; profile wants {profile.board.governor} for stable numbers",
+            f"echo {profile.board.governor} | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor",
+        )
+    else:
+        add("governor", OK, ", ".join(govs))
+
+    free = facts.get("disk_free_mb", 0)
+    if not facts.get("workdir_writable"):
+        add(
+            "workdir",
+            FAIL,
+            f"{workdir} is not writable",
+            "set workdir in the profile to a directory the user owns",
+        )
+    elif free < 200:
+        add("workdir", WARN, f"{workdir}: only {free} MB free", "free space on the device")
+    else:
+        state = "exists" if facts.get("workdir_exists") else "will be created by setup/deploy"
+        add("workdir", OK, f"{workdir} ({state}, {free} MB free)")
+
+
+def _check_delegate(profile: DeviceProfile, d: dict[str, Any], add: Callable[..., None]) -> None:
+    if profile.board.delegate == "xnnpack":
+        add("delegate", OK, "xnnpack (built into the runtime)")
+    elif profile.board.delegate == "edgetpu":
+        if not d.get("library"):
+            add(
+                "delegate",
+                FAIL,
+                f"libedgetpu.so.1 does not load: {d.get('error', '')}",
+                "install libedgetpu1-std from Coral's apt repository",
+            )
+        elif not d.get("usb") and not d.get("pcie"):
+            add(
+                "delegate",
+                WARN,
+                "libedgetpu.so.1 loads, but no Edge TPU is attached",
+                "plug in the Coral USB Accelerator (blue USB 3 port)",
+            )
+        else:
+            found = ", ".join(d.get("usb", [])) or "PCIe /dev/apex_0"
+            add("delegate", OK, f"edgetpu: libedgetpu.so.1 loads; device {found}")
+    elif profile.board.delegate == "openvino":
+        devices = d.get("devices")
+        want = str(profile.board.options.get("device", "CPU"))
+        if devices is None:
+            add(
+                "delegate",
+                FAIL,
+                f"OpenVINO does not start: {d.get('error', '?')}",
+                f"run: edgeq devices setup {profile.name}",
+            )
+        elif want not in devices:
+            add(
+                "delegate",
+                FAIL,
+                f"OpenVINO device {want} not available (found: {', '.join(devices) or 'none'})",
+                "install the device's driver and udev rules (see the profile's notes)",
+            )
+        else:
+            add("delegate", OK, f"openvino: {want} available ({', '.join(devices)})")
+
+
+def _check_power(profile: DeviceProfile, f: dict[str, Any], add: Callable[..., None]) -> None:
+    src = profile.board.power_source
+    hwmon: list[str] = f.get("hwmon") or []
+    if src == "none":
+        add("power", OK, "not measured (no power sensor in this profile)")
+    elif src == "rapl":
+        r = f.get("rapl") or {}
+        if not r.get("present"):
+            add(
+                "power",
+                WARN,
+                "no RAPL (/sys/class/powercap/intel-rapl:0): energy will not be measured",
+                "a VM or a CPU without RAPL",
+            )
+        elif not r.get("readable"):
+            add(
+                "power",
+                WARN,
+                "RAPL present but energy_uj is readable by root only",
+                "run the device side as root, or chmod o+r energy_uj (udev rule)",
+            )
+        else:
+            add("power", OK, "RAPL package energy readable")
+    elif src in ("ina3221", "hwmon"):
+        want = profile.board.power_sensor or "ina3221"
+        if any(want in h for h in hwmon):
+            add("power", OK, f"hwmon sensor {want} found")
+        else:
+            add(
+                "power",
+                WARN,
+                f"hwmon sensor {want} not found (hwmon: {', '.join(hwmon) or 'none'})",
+                "check the sensor driver is loaded",
+            )
+    elif src == "rpi5-pmic":
+        if f.get("vcgencmd"):
+            add("power", OK, "vcgencmd pmic_read_adc available")
+        else:
+            add("power", WARN, "vcgencmd not found: PMIC power cannot be read", "install libraspberrypi-bin")
+
+
+def _check_thermal(profile: DeviceProfile, zones: list[dict[str, Any]], add: Callable[..., None]) -> None:
+    if not zones:
+        add("thermal", WARN, "no thermal zones in /sys/class/thermal: temperatures will not be recorded")
+        return
+    types = [z.get("type", "?") for z in zones]
+    missing = [z for z in profile.board.thermal_zones if z not in types]
+    shown = ", ".join(
+        f"{z.get('type', '?')} {z['temp_c']:.1f} C" if "temp_c" in z else z.get("type", "?") for z in zones
+    )
+    if missing:
+        add(
+            "thermal",
+            WARN,
+            f"zones {', '.join(missing)} not found; found: {shown}",
+            "set thermal_zones in the profile to the types found",
+        )
+    else:
+        add("thermal", OK, shown)
+    temps = [z["temp_c"] for z in zones if "temp_c" in z]
+    if temps and max(temps) >= 80:
+        add(
+            "temperature",
+            WARN,
+            f"hottest zone at {max(temps):.1f} C: the device may throttle",
+            "let it cool down or improve cooling",
+        )
+

@@ -1,0 +1,32 @@
+"""How the host talks to a device: a :class:`Transport` (run a command, copy a file).
+
+``local`` (this machine, subprocesses) and ``ssh`` (paramiko); callers ask the protocol what they
+need (``connect()``, ``workdir``, ``is_local``), never which class it is. Adding a transport (say,
+labgrid's): one module here with a class that satisfies :class:`Transport`, and one branch in
+:func:`open_transport`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edgeq.devices.transports.base import CommandResult, Transport, stop_process
+
+if TYPE_CHECKING:
+    from edgeq.devices.profile import DeviceProfile
+    from edgeq.devices.transports.known_hosts import KnownHosts
+
+__all__ = ["CommandResult", "Transport", "open_transport", "stop_process"]
+
+
+def open_transport(
+    profile: DeviceProfile, *, trust_new_host: bool = False, known_hosts: KnownHosts | None = None
+) -> Transport:
+    """The transport for ``profile`` (not yet connected)."""
+    if profile.is_local:
+        from edgeq.devices.transports.local import LocalTransport
+
+        return LocalTransport(profile.endpoint.workdir, profile.name)
+    from edgeq.devices.transports.ssh import SSHTransport
+
+    return SSHTransport.from_profile(profile, trust_new_host=trust_new_host, known_hosts=known_hosts)

@@ -1,0 +1,84 @@
+"""What every transport offers: run a command, copy a file (the ``Transport`` protocol).
+
+Every command is an argument list, never a shell string built from user input.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+class Transport(Protocol):
+    """What every transport (local subprocess, SSH) offers."""
+
+    name: str
+
+    def run(
+        self,
+        argv: Sequence[str],
+        timeout: float | None = None,
+        on_stdout_line: Callable[[str], None] | None = None,
+    ) -> CommandResult:
+        """Run ``argv`` on the device; ``on_stdout_line`` sees each stdout line as it arrives."""
+        ...
+
+    def put(self, local: Path, remote: str) -> int:
+        """Copy ``local`` to ``remote`` atomically (temporary name, fsync, rename); return bytes sent."""
+        ...
+
+    def get(self, remote: str, local: Path) -> None:
+        """Copy ``remote`` from the device to ``local``."""
+        ...
+
+    def connect(self) -> str:
+        """Connect now (transports connect lazily otherwise); one line saying how it went."""
+        ...
+
+    @property
+    def workdir(self) -> str:
+        """The profile's workdir as an absolute path on the device (``~`` resolved there)."""
+        ...
+
+    @property
+    def is_local(self) -> bool:
+        """The host itself (no connection, its Python and files are edgeq's own)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Transport: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+STOP_GRACE_S = 3.0  # how long a stopped device-side process gets to clean up before SIGKILL
+
+
+def stop_process(proc: subprocess.Popen[str], grace_s: float = STOP_GRACE_S) -> None:
+    """TERM first, so that the runner can clean up (restore the governor, remove partial files),
+    then KILL if it is still there after ``grace_s``. Returns once the process has exited."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -1,0 +1,337 @@
+"""The runner's command line: ``run`` (measure a model as a MeasureSpec says) and ``probe``.
+
+python runner.pyz run --model m.tflite [--spec JSON] [--test-data test.npz] [--save-outputs out.npy]
+                      [--custom-ops-lib libedgeq_ops.so] [--device-name NAME]
+python runner.pyz probe [--sysfs-root /sys] [--vcgencmd vcgencmd]
+
+``--spec`` is the whole measurement (:class:`.spec.MeasureSpec` as JSON: runs, warm-up, minimum
+time, threads, runtime, delegate and its options, power, thermal, what to return); settings it
+leaves out take their defaults. Unknown settings, bad values and settings this runner cannot honour
+are one ``bad_input`` error line.
+
+Measurement: ``warmup`` untimed invokes, then timed invokes (perf_counter_ns around invoke() only)
+until at least ``runs`` are done AND, if given, ``min_seconds`` of wall time has passed. Latency
+input is random data of each input's dtype and shape (seed 0). With ``--test-data`` the samples are
+then invoked one by one for top-1 accuracy (float x is quantized to an int8/uint8 input as TFLite's
+QUANTIZE kernel does). With power or thermal in the spec the run is framed by sensors (see
+:mod:`.session`).
+
+A model with edgeq's custom ops (EDGEQ_TERNARY_*) runs through ai-edge-litert's libLiteRt.so with
+the kernels of ``--custom-ops-lib`` registered (see :mod:`.custom`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import socket
+import sys
+import time
+import traceback
+from typing import Any, Dict, List, Optional
+
+from . import PROBE_SCHEMA, RESULT_SCHEMA, RUNNER_VERSION
+from .custom import open_custom
+from .delegates import Opened, module_for
+from .measure import (
+    LatencyRecorder,
+    check_model_file,
+    check_test_data_fits,
+    evaluate,
+    file_sha256,
+    load_test_data,
+    save_npy_atomic,
+    set_random_inputs,
+)
+from .memory import MemoryWatch
+from .modelfile import ModelFileError, edgeq_ops, read_model
+from .protocol import EXIT_OK, Emitter, Progress, RunnerError, one_line, protocol_stream
+from .runtimes import RUNTIMES, probe_runtime
+from .session import SensorSession
+from .spec import MeasureSpec
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors become a bad_input event instead of argparse's text and exit."""
+
+    def error(self, message: str) -> Any:
+        raise RunnerError("bad_input", "%s: %s" % (self.prog, message), "see: %s --help" % self.prog)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="runner", description="edgeq's device-side runner (JSON lines on stdout).")
+    sub = parser.add_subparsers(dest="command", metavar="{run,probe}")
+    sub.required = True
+    run = sub.add_parser("run", help="measure a .tflite model as the spec says")
+    run.add_argument("--model", required=True, help="path of the .tflite model on this device")
+    run.add_argument("--spec", default="{}", help="the measurement, JSON (edgeq.runner.spec.MeasureSpec)")
+    run.add_argument("--test-data", default=None, help=".npz with x (N, ...) float32 and y (N,) labels")
+    run.add_argument("--save-outputs", default=None, help=".npy for the raw outputs on the test data")
+    run.add_argument(
+        "--custom-ops-lib",
+        default=None,
+        help="libedgeq_ops.so built for this device, for models with EDGEQ_* custom ops",
+    )
+    run.add_argument("--device-name", default=None, help="name to record (default: the hostname)")
+    probe = sub.add_parser("probe", help="print what this device offers: arch, OS, Python, runtimes")
+    probe.add_argument("--sysfs-root", default="/sys", help="where sensors are read")
+    probe.add_argument("--vcgencmd", default="vcgencmd", help="the vcgencmd program (Raspberry Pi)")
+    return parser
+
+
+def _numpy_version() -> str:
+    import numpy
+
+    return str(numpy.__version__)
+
+
+def _platform_info() -> Dict[str, Any]:
+    return {
+        "arch": platform.machine(),
+        "os": platform.system(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "hostname": socket.gethostname(),
+    }
+
+
+def _utc_now() -> str:
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    return now.isoformat().replace("+00:00", "Z")
+
+
+def _open(args: argparse.Namespace, spec: MeasureSpec, emitter: Emitter, info: Dict[str, Any]) -> Opened:
+    """The model opened on the spec's delegate (or through the custom-op path)."""
+    custom_ops, model_info = _custom_ops(args.model)
+    if custom_ops:
+        if spec.delegate not in ("none", "xnnpack"):
+            raise RunnerError(
+                "bad_input",
+                "the model has edgeq custom ops (%s), which run only on the CPU, not on delegate %s"
+                % (", ".join(custom_ops), spec.delegate),
+                "profile it with delegate xnnpack or none, or export it with int8 weights",
+            )
+        interp, init_ms, version = open_custom(
+            args.model, model_info, custom_ops, args.custom_ops_lib, spec.runtime
+        )
+        opened = Opened(
+            interp,
+            init_ms,
+            "ai-edge-litert",
+            version,
+            spec.delegate,
+            threads=None,
+            details={"path": "libLiteRt.so C API + libedgeq_ops.so", "custom_ops": custom_ops},
+        )
+        if spec.threads != 1:
+            emitter.emit(
+                "warning",
+                code="threads.not_settable",
+                message="the custom-op path (libLiteRt.so C API) cannot set a thread count; "
+                "--threads %d was not applied" % spec.threads,
+                hint="the result records threads as not set; compare it with runs at --threads 1",
+            )
+        return opened
+    return module_for(spec.delegate).open_model(args.model, spec, emitter)
+
+
+def _warn_threads(spec: MeasureSpec, emitter: Emitter) -> None:
+    cpus = os.cpu_count() or 0
+    if cpus and spec.threads > cpus:
+        emitter.emit(
+            "warning",
+            code="threads.oversubscribed",
+            message="%d threads on a device with %d CPUs: the threads compete for cores and latency "
+            "gets worse, not better" % (spec.threads, cpus),
+            hint="use --threads %d or fewer" % cpus,
+        )
+
+
+def run(args: argparse.Namespace, emitter: Emitter) -> Dict[str, Any]:
+    spec = MeasureSpec.from_json(args.spec)
+    if args.save_outputs and not args.test_data:
+        raise RunnerError(
+            "bad_input",
+            "--save-outputs needs --test-data (outputs are saved for the test samples)",
+            "add --test-data test.npz",
+        )
+    check_model_file(args.model)
+    sensors = SensorSession.from_spec(spec, emitter)
+    test = load_test_data(args.test_data) if args.test_data else None
+    info = _platform_info()
+    _warn_threads(spec, emitter)
+    memory = MemoryWatch()
+    memory.preload(spec)
+    memory.start()
+    opened = _open(args, spec, emitter, info)
+    interp = opened.interp
+    emitter.emit("runtime", runtime=opened.runtime, version=opened.runtime_version, arch=info["arch"])
+    if test is not None:
+        check_test_data_fits(interp, test[0])
+    latency = LatencyRecorder(spec.runs, spec.return_samples)
+    try:
+        set_random_inputs(interp)
+        invoke = interp.invoke
+        with sensors:
+            sensors.prepare()
+            if spec.warmup:
+                progress = Progress(emitter, "warmup", spec.warmup)
+                for i in range(spec.warmup):
+                    invoke()
+                    progress.update(i + 1)
+                progress.finish(spec.warmup)
+            min_seconds = sensors.min_seconds(spec.min_seconds)
+            progress = Progress(emitter, "measure", spec.runs)
+            sensors.measure_start()
+            latency.measure(invoke, min_seconds, progress)
+            sensors.measure_end(latency.n)
+            progress.finish(latency.n)
+
+        accuracy = None
+        if test is not None:
+            x, y = test
+            progress = Progress(emitter, "accuracy", int(x.shape[0]))
+            accuracy, outputs = evaluate(interp, x, y, progress)
+            progress.finish(int(x.shape[0]))
+            if args.save_outputs:
+                save_npy_atomic(args.save_outputs, outputs)
+    except RunnerError:
+        raise
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        raise RunnerError(
+            "runtime_failure",
+            "%s %s failed while running the model: %s" % (opened.runtime, opened.runtime_version, one_line(exc)),
+            "its traceback is in the runner's log",
+        ) from None
+    mem = memory.finish()
+    device = {
+        "name": args.device_name or info["hostname"],
+        "runtime": opened.runtime,
+        "runtime_version": opened.runtime_version,
+        "numpy": _numpy_version(),
+    }
+    device.update(info)
+    execution: Dict[str, Any] = {
+        "delegate": opened.delegate,
+        "delegate_nodes": _delegate_nodes(interp),
+        "placement": opened.placement,
+        "threads": opened.threads,
+    }
+    execution.update({k: v for k, v in opened.details.items() if k != "custom_ops"})
+    if opened.notes:
+        execution["notes"] = opened.notes
+    result: Dict[str, Any] = {
+        "schema": RESULT_SCHEMA,
+        "timestamp": _utc_now(),
+        "init_ms": round(opened.init_ms, 3),
+        "latency_us": latency.stats(),
+        "peak_rss_kb": mem.get("peak_rss_kb"),
+        "memory": mem,
+        "execution": {k: v for k, v in execution.items() if v is not None},
+        "device": device,
+        "model": {
+            "name": os.path.basename(args.model),
+            "sha256": file_sha256(args.model),
+            "size_bytes": os.path.getsize(args.model),
+        },
+        "config": {
+            "runs": spec.runs,
+            "warmup": spec.warmup,
+            "threads": opened.threads,
+            "min_seconds": spec.min_seconds,
+            "runtime": opened.runtime,
+            "delegate": opened.delegate,
+            "input": "random, seed 0",
+        },
+        "spec": spec.to_dict(),
+        "runner_version": RUNNER_VERSION,
+    }
+    custom_ops = opened.details.get("custom_ops")
+    if custom_ops:
+        result["custom_ops"] = custom_ops
+        result["config"]["custom_ops_lib"] = os.path.basename(args.custom_ops_lib)
+    if accuracy is not None:
+        result["accuracy"] = accuracy
+    result.update(sensors.result())
+    return result
+
+
+def _delegate_nodes(interp: Any) -> Optional[int]:
+    """How many DELEGATE nodes the execution plan has; None when the runtime does not say."""
+    try:
+        return sum(1 for op in interp._get_ops_details() if op.get("op_name") == "DELEGATE")
+    except Exception:
+        return None
+
+
+def _custom_ops(model: str) -> Any:
+    """The model's EDGEQ_* custom ops (empty for a plain model) and what the file says of its I/O."""
+    with open(model, "rb") as f:
+        data = f.read()
+    try:
+        info = read_model(data)
+    except ModelFileError as exc:
+        raise RunnerError(
+            "bad_input",
+            "%s is not a readable TFLite model: %s" % (os.path.basename(model), exc),
+            "export the model again and redeploy it",
+        ) from None
+    return edgeq_ops(info["custom_ops"]), info
+
+
+def probe(args: argparse.Namespace) -> Dict[str, Any]:
+    runtimes = {}
+    for name in RUNTIMES:
+        runtimes[name] = probe_runtime(name)
+    default = None
+    for name in RUNTIMES:
+        if runtimes[name].get("ok"):
+            default = name
+            break
+    result: Dict[str, Any] = {
+        "schema": PROBE_SCHEMA,
+        "timestamp": _utc_now(),
+        "python_executable": sys.executable,
+        "numpy": _numpy_version(),
+        "runtimes": runtimes,
+        "default_runtime": default,
+        "cpu_count": os.cpu_count(),
+        "runner_version": RUNNER_VERSION,
+    }
+    result.update(_platform_info())
+    return result
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    emitter = Emitter(protocol_stream())
+    started = time.monotonic()
+    try:
+        args = build_parser().parse_args(argv)
+        result = run(args, emitter) if args.command == "run" else probe(args)
+        emitter.emit("result", result=result)
+        return EXIT_OK
+    except RunnerError as exc:
+        emitter.emit("error", kind=exc.kind, message=exc.message, hint=exc.hint)
+        return exc.exit_code
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        emitter.emit(
+            "error",
+            kind="runtime_failure",
+            message="interrupted after %.1f s" % (time.monotonic() - started),
+            hint="",
+        )
+        return 130
+    except Exception as exc:  # a bug: traceback to stderr, one clean event to the host
+        traceback.print_exc(file=sys.stderr)
+        emitter.emit(
+            "error",
+            kind="runtime_failure",
+            message="runner failed: %s: %s" % (type(exc).__name__, one_line(exc)),
+            hint="its traceback is in the runner's log; please report it",
+        )
+        return 3
