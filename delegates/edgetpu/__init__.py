@@ -1,1 +1,32 @@
-"""Placeholder: filled in by the delegate work (issue 11)."""
+"""Delegate ``edgetpu``: a Coral Edge TPU (USB Accelerator, M.2/PCIe module, Dev Board).
+
+``coverage`` is the offline analysis of a ``.tflite`` against the Edge TPU's documented
+requirements (coverage.py); ``compile`` runs Coral's ``edgetpu_compiler`` where it is installed
+(compile.py, its log read by compiler_log.py); the runner's half is edgeq/runner/delegates/edgetpu.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeq.coverage import Coverage
+from edgeq.delegates.base import CompileResult
+
+from .compile import compile_model
+from .coverage import coverage as _coverage
+
+
+@dataclass(frozen=True)
+class EdgeTPU:
+    name: str = "edgetpu"
+    description: str = "Coral Edge TPU through libedgetpu (models compiled by edgetpu_compiler)"
+
+    def coverage(self, model: Path) -> Coverage:
+        return _coverage(model)
+
+    def compile(self, model: Path, out_dir: Path, *, timeout_s: float = 600.0) -> CompileResult:
+        return compile_model(model, out_dir, timeout_s=timeout_s)
+
+
+DELEGATE = EdgeTPU()
