@@ -7,14 +7,14 @@ Both models are stacks of identical int8 3×3 convolutions (56×56×32 → 56×5
 k times as many layers, so k times the multiply-accumulates. ``work_ratio`` is that MAC ratio,
 counted from the converted .tflite graphs (CONV_2D output size × filter size). Each model is then
 profiled through the real host path (``edgeq.profiling.profile(..., power=...)`` → runner.pyz →
-background sampling thread) against the emulated INA219 of ``scripts/emulate_sensors.py``, in
+background sampling thread) against the emulated INA219 of ``edgeq.testing.emulated_sensors``, in
 alternating order (light, heavy / heavy, light ...) for ``--pairs`` pairs. ``energy_ratio`` is the
 ratio of the median energies per inference (net of idle); ``paired_energy_ratio`` the median of the
 per-pair ratios. Progress goes to stderr; the last stdout line is one JSON object.
 
 What the emulated sensor implies, honestly: its power is P = idle + load · u, with u the share of
-all CPUs busy (see emulate_sensors.py). The net energy of a window is therefore load · (CPU
-seconds used) / (number of CPUs): energy per inference ∝ CPU time per inference. So this benchmark
+all CPUs busy (see edgeq/testing/emulated_sensors.py). The net energy of a window is therefore
+load · (CPU seconds used) / (number of CPUs): energy per inference ∝ CPU time per inference. So this benchmark
 does not show that silicon spends energy in proportion to MACs (on a real board memory traffic,
 clocks and idle states break that). What it does test is the whole measuring chain, against a
 notion of work obtained independently (the graph's MACs): files in the kernel's units written
@@ -53,8 +53,12 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from emulate_sensors import EmulatedSensors, join_cgroup, make_board_cgroup, remove_board_cgroup
+from edgeq.testing.emulated_sensors import (
+    EmulatedSensors,
+    join_cgroup,
+    make_board_cgroup,
+    remove_board_cgroup,
+)
 
 SHAPE = (56, 56, 32)
 

@@ -4,7 +4,6 @@ emulated sensors (a fake sysfs tree kept alive by a writer following real CPU ti
 from __future__ import annotations
 
 import ast
-import importlib.util
 import io
 import json
 import os
@@ -16,7 +15,6 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -24,36 +22,18 @@ import pytest
 from conftest import missing_prerequisite
 
 from edgeq.errors import UserInputError
-from edgeq.runner.power import (
-    External,
-    Ina2xx,
-    Ina3221,
-    JetsonIio,
-    PowerConfig,
-    PowerMeter,
-    PowerTrace,
-    Rapl,
-    Reader,
-    RpiPmic,
-    open_reader,
-    parse_pmic_read_adc,
-    summarize,
-    unwrap_counter,
-)
-from edgeq.runner.sensors import SensorError, Warnings
+from edgeq.runner.power import PowerMeter, PowerTrace, summarize, unwrap_counter
+from edgeq.runner.sensors import PowerConfig, open_reader
+from edgeq.runner.sensors.base import Reader, SensorError, Warnings
+from edgeq.runner.sensors.external import External
+from edgeq.runner.sensors.ina2xx import Ina2xx
+from edgeq.runner.sensors.ina3221 import Ina3221
+from edgeq.runner.sensors.jetson_iio import JetsonIio
+from edgeq.runner.sensors.rapl import Rapl
+from edgeq.runner.sensors.rpi5_pmic import RpiPmic, parse_pmic_read_adc
+from edgeq.testing.emulated_sensors import MODULE, EmulatedSensors, make_board_cgroup, remove_board_cgroup
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def load_emulator() -> ModuleType:
-    if "emulate_sensors" in sys.modules:
-        return sys.modules["emulate_sensors"]
-    spec = importlib.util.spec_from_file_location("emulate_sensors", REPO / "scripts" / "emulate_sensors.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["emulate_sensors"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def put(path: Path, value: Any) -> None:
@@ -266,7 +246,7 @@ def test_external_meter_prints_watts_or_joules(tmp_path: Path) -> None:
     j = External([str(joules)], "J", sample=False, wrap_j=100.0, timeout_s=2)
     assert j.kind == "energy" and not j.sampled and j.read() == (12.5e6,) and j.max_range_uj == (1e8,)
     cfg = PowerConfig({"source": "external", "command": f"{watts} --now", "unit": "W"})
-    assert cfg.command == [str(watts), "--now"]
+    assert cfg.options["command"] == [str(watts), "--now"]
     broken = script(tmp_path / "broken", "print('n/a')\n")
     with pytest.raises(SensorError, match="printed no number"):
         External([str(broken)], "W", sample=False, wrap_j=None, timeout_s=2)
@@ -407,14 +387,14 @@ def test_too_few_samples_is_one_warning() -> None:
 @pytest.fixture
 def board_cgroup() -> Iterator[str]:
     """A cgroup standing for the board: the emulated sensor follows its CPU time, not the neighbours'."""
-    emu = load_emulator()
-    path = emu.make_board_cgroup(f"edgeq-test-{os.getpid()}-{time.monotonic_ns()}")
+    path = make_board_cgroup(f"edgeq-test-{os.getpid()}-{time.monotonic_ns()}")
     if path is None:
         missing_prerequisite("cannot create a cgroup here (needs root and a writable cgroup fs)")
+    assert path is not None
     try:
         yield path
     finally:
-        emu.remove_board_cgroup(path)
+        remove_board_cgroup(path)
 
 
 def run_runner(
@@ -435,6 +415,22 @@ def run_runner(
     return proc.returncode, events, proc.stderr
 
 
+def run_model(
+    model: Path, *, cgroup: str | None = None, as_nobody: bool = False, timeout: float = 120, **spec: Any
+) -> tuple[int, list[dict], str]:
+    """``runner run --model MODEL --spec JSON`` with the spec's settings as keyword arguments."""
+    return run_runner(
+        "run",
+        "--model",
+        str(model),
+        "--spec",
+        json.dumps(spec),
+        cgroup=cgroup,
+        as_nobody=as_nobody,
+        timeout=timeout,
+    )
+
+
 def the_result(events: list[dict]) -> dict:
     results = [e["result"] for e in events if e["event"] == "result"]
     assert len(results) == 1, events
@@ -448,24 +444,12 @@ def warning_events(events: list[dict]) -> list[dict]:
 def test_emulated_ina219_energy_follows_the_runners_cpu_time(
     tiny_model: Path, tmp_path: Path, board_cgroup: str
 ) -> None:
-    emu = load_emulator()
-    with emu.EmulatedSensors(
+    with EmulatedSensors(
         tmp_path / "emu", util_source=f"cgroup:{board_cgroup}", families=("ina2xx",)
     ) as sensors:
         cfg = {"source": "ina2xx", "idle_s": 0.5, "min_window_s": 1.0}
-        code, events, err = run_runner(
-            "run",
-            "--model",
-            str(tiny_model),
-            "--runs",
-            "20",
-            "--warmup",
-            "5",
-            "--power-config",
-            json.dumps(cfg),
-            "--sysfs-root",
-            str(sensors.sysfs),
-            cgroup=board_cgroup,
+        code, events, err = run_model(
+            tiny_model, runs=20, warmup=5, power=cfg, sysfs_root=str(sensors.sysfs), cgroup=board_cgroup
         )
     assert code == 0, err
     r = the_result(events)
@@ -481,20 +465,16 @@ def test_emulated_ina219_energy_follows_the_runners_cpu_time(
     assert p["window"]["invokes"] == r["latency_us"]["n"] > 20  # 20 runs of a tiny model are far below 1 s
     assert p["samples"]["measure"] >= 20 and p["rate_hz"]["achieved"] > 50
     assert r["config"]["runs"] == 20  # what was asked stays recorded as asked
-    assert len(json.dumps(r)) < 60_000  # the trace is compact
+    assert len(json.dumps(p)) < 60_000  # the power trace is compact
     assert r["warnings"] == [] and not warning_events(events)
 
 
 def test_a_slow_sensor_lengthens_the_window_to_get_enough_samples(tiny_model: Path, tmp_path: Path) -> None:
-    emu = load_emulator()
-    with emu.EmulatedSensors(
+    with EmulatedSensors(
         tmp_path / "emu", ina2xx="ina226", ina2xx_update_ms=50, families=("ina2xx",)
     ) as sensors:
         cfg = {"source": "ina2xx", "idle_s": 0.3, "min_window_s": 0.1, "min_samples": 15}
-        code, events, err = run_runner(
-            "run", "--model", str(tiny_model), "--runs", "5", "--warmup", "0",
-            "--power-config", json.dumps(cfg), "--sysfs-root", str(sensors.sysfs),
-        )  # fmt: skip
+        code, events, err = run_model(tiny_model, runs=5, warmup=0, power=cfg, sysfs_root=str(sensors.sysfs))
     assert code == 0, err
     p = the_result(events)["power"]
     assert p["rate_hz"]["target"] == pytest.approx(20.0)  # update_interval 50 ms
@@ -506,12 +486,11 @@ def test_a_slow_sensor_lengthens_the_window_to_get_enough_samples(tiny_model: Pa
 def test_a_rapl_counter_that_wraps_during_the_run_still_gives_the_right_energy(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    emu = load_emulator()
     opts = {"families": ("rapl",), "rapl_max_uj": 1_500_000, "truth_log": True}  # wraps every 0.1-0.5 s
-    with emu.EmulatedSensors(tmp_path / "emu", **opts) as sensors:
-        code, events, err = run_runner(
-            "run", "--model", str(tiny_model), "--runs", "10", "--warmup", "2", "--min-seconds", "1.5",
-            "--power-config", json.dumps({"source": "rapl", "idle_s": 0.5}), "--sysfs-root", str(sensors.sysfs),
+    with EmulatedSensors(tmp_path / "emu", **opts) as sensors:
+        code, events, err = run_model(
+            tiny_model, runs=10, warmup=2, min_seconds=1.5, power={"source": "rapl", "idle_s": 0.5},
+            sysfs_root=str(sensors.sysfs),
         )  # fmt: skip
         truth = sensors.truth()
     assert code == 0, err
@@ -564,10 +543,7 @@ def test_a_missing_or_broken_sensor_is_one_warning_and_the_profile_completes(
     root = tmp_path / "sys"
     root.mkdir()
     cfg, match = make(root)
-    code, events, err = run_runner(
-        "run", "--model", str(tiny_model), "--runs", "30", "--warmup", "2",
-        "--power-config", json.dumps(cfg), "--sysfs-root", str(root),
-    )  # fmt: skip
+    code, events, err = run_model(tiny_model, runs=30, warmup=2, power=cfg, sysfs_root=str(root))
     assert code == 0, err
     r = the_result(events)
     assert r["latency_us"]["n"] >= 30 and r["model"]["sha256"]
@@ -584,17 +560,20 @@ def test_rapl_readable_by_root_only_says_how_to_grant_access(tiny_model: Path) -
     base = Path(tempfile.mkdtemp(prefix="edgeq-rapl-"))
     try:
         base.chmod(0o755)
-        emu = load_emulator()
-        emu.EmulatedSensors(base / "emu", families=("rapl",)).build()  # energy_uj is 0400 root
+        EmulatedSensors(base / "emu", families=("rapl",)).build()  # energy_uj is 0400 root
         model = base / "m.tflite"
         shutil.copy(tiny_model, model)
         for p in [base, *base.rglob("*")]:
             if p.is_dir():
                 p.chmod(0o755)
-        code, events, err = run_runner(
-            "run", "--model", str(model), "--runs", "5", "--warmup", "0",
-            "--power-config", '{"source": "rapl"}', "--sysfs-root", str(base / "emu" / "sys"), as_nobody=True,
-        )  # fmt: skip
+        code, events, err = run_model(
+            model,
+            runs=5,
+            warmup=0,
+            power={"source": "rapl"},
+            sysfs_root=str(base / "emu" / "sys"),
+            as_nobody=True,
+        )
     finally:
         shutil.rmtree(base, ignore_errors=True)
     assert code == 0, err
@@ -604,11 +583,11 @@ def test_rapl_readable_by_root_only_says_how_to_grant_access(tiny_model: Path) -
 
 
 def test_bad_power_config_is_bad_input_before_measuring(tiny_model: Path) -> None:
-    code, events, _ = run_runner("run", "--model", str(tiny_model), "--power-config", '{"source": "volts"}')
+    code, events, _ = run_model(tiny_model, power={"source": "volts"})
     assert code == 2
     assert events[-1]["event"] == "error" and events[-1]["kind"] == "bad_input"
     assert not [e for e in events if e["event"] == "progress"]
-    code, events, _ = run_runner("run", "--model", str(tiny_model), "--thermal-config", "[1, 2]")
+    code, events, _ = run_model(tiny_model, thermal=[1, 2])
     assert code == 2 and "JSON object" in events[-1]["message"]
 
 
@@ -626,22 +605,19 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_profile_passes_power_and_thermal_options_to_the_runner(
     tiny_model: Path, tmp_path: Path, home: Path
 ) -> None:
-    from edgeq.profiling import profile
+    from edgeq import api
 
-    emu = load_emulator()
     events: list[dict] = []
-    with emu.EmulatedSensors(tmp_path / "emu", families=("ina3221", "thermal", "cpufreq")) as sensors:
-        r = profile(
-            tiny_model,
-            runs=10,
-            warmup=1,
-            power="ina3221",
-            power_idle_s=0.3,
-            set_governor="performance",
-            sysfs_root=str(sensors.sysfs),
-            vcgencmd=str(sensors.vcgencmd),
-            on_event=events.append,
-        )
+    with EmulatedSensors(tmp_path / "emu", families=("ina3221", "thermal", "cpufreq")) as sensors:
+        measure = {
+            "runs": 10,
+            "warmup": 1,
+            "power": {"source": "ina3221", "idle_s": 0.3},
+            "thermal": {"set_governor": "performance"},
+            "sysfs_root": str(sensors.sysfs),
+            "vcgencmd": str(sensors.vcgencmd),
+        }
+        r = api.profile(tiny_model, measure=measure, on_event=events.append).to_dict()
         governor = (sensors.sysfs / "devices/system/cpu/cpufreq/policy0/scaling_governor").read_text().strip()
     p = r["power"]
     assert p["available"] and p["sensor"]["rails"] == ["VDD_IN"] and p["config"]["idle_s"] == 0.3
@@ -657,38 +633,38 @@ def test_profile_passes_power_and_thermal_options_to_the_runner(
     assert [e for e in events if e["event"] == "progress" and e["phase"] == "idle"]
 
 
-def test_profile_checks_sensor_options_before_sending_anything(tiny_model: Path, home: Path) -> None:
-    from edgeq.profiling import profile, sensor_args
+@pytest.mark.parametrize(
+    "measure, match",
+    [
+        ({"power": "volts"}, "source"),
+        ({"power": {"source": "rapl", "rate": 5}}, "unknown key rate"),
+        ({"power": {"source": "external"}}, "command"),
+        ({"thermal": {"cool_down_below_c": "hot"}}, "cool_down_below_c"),
+    ],
+)
+def test_profile_checks_sensor_settings_before_sending_anything(
+    measure: dict[str, Any], match: str, tiny_model: Path, home: Path
+) -> None:
+    from edgeq import api
 
-    with pytest.raises(UserInputError, match="source"):
-        profile(tiny_model, power="volts")
-    with pytest.raises(UserInputError, match="need power"):
-        profile(tiny_model, power_idle_s=1.0)
-    with pytest.raises(UserInputError, match="thermal"):
-        profile(tiny_model, thermal=False, set_governor="performance")
-    with pytest.raises(UserInputError, match="cool_down_below_c"):
-        profile(tiny_model, cool_down_below_c="hot")  # type: ignore[arg-type]
+    with pytest.raises(UserInputError, match=match):
+        api.profile(tiny_model, measure=measure)
     assert not home.exists() or not list(home.rglob("*.tflite"))
-    assert sensor_args() == []
-    args = sensor_args(power={"source": "rapl"}, cool_down_below_c=55, sysfs_root="/fake/sys")
-    assert args[0] == "--power-config" and json.loads(args[1]) == {"source": "rapl"}
-    assert args[2] == "--thermal-config" and json.loads(args[3]) == {"cool_down_below_c": 55}
-    assert args[4:] == ["--sysfs-root", "/fake/sys"]
 
 
 def test_new_runner_modules_ship_in_the_zipapp_and_stay_python_3_8() -> None:
-    from edgeq.profiling import runner_pyz_bytes
+    from edgeq.remote import runner_pyz_bytes
 
     names = zipfile.ZipFile(io.BytesIO(runner_pyz_bytes())).namelist()
-    for mod in ("power", "thermal", "sensors", "session"):
-        assert f"edgeq_runner/{mod}.py" in names
-        path = REPO / "edgeq" / "runner" / f"{mod}.py"
+    sensors = sorted((REPO / "edgeq" / "runner" / "sensors").glob("*.py"))
+    assert {p.stem for p in sensors} >= {"__init__", "base", "ina2xx", "rapl", "external"}
+    for path in [REPO / "edgeq" / "runner" / f"{m}.py" for m in ("power", "thermal", "session")] + sensors:
+        assert f"edgeq_runner/{path.relative_to(REPO / 'edgeq' / 'runner').as_posix()}" in names
         ast.parse(path.read_text(), filename=str(path), feature_version=(3, 8))
 
 
 def test_emulator_leaves_nothing_running(tmp_path: Path) -> None:
-    emu = load_emulator()
-    sensors = emu.EmulatedSensors(tmp_path / "emu", families=("ina2xx",)).start()
+    sensors = EmulatedSensors(tmp_path / "emu", families=("ina2xx",)).start()
     assert sensors.proc is not None
     pid = sensors.proc.pid
     first = (sensors.sysfs / "class/hwmon/hwmon1/power1_input").read_text()
@@ -698,13 +674,13 @@ def test_emulator_leaves_nothing_running(tmp_path: Path) -> None:
     assert sensors.proc is None and not Path(f"/proc/{pid}").exists()  # stopped and reaped
     # The command-line form: start (detached), stop.
     out = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "emulate_sensors.py"), "start", "--dir", str(tmp_path / "cli")],
+        [sys.executable, "-m", MODULE, "start", "--dir", str(tmp_path / "cli")],
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     info = json.loads(out.stdout)
     assert Path(info["sysfs_root"], "class", "powercap", "intel-rapl:0", "energy_uj").exists()
     subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "emulate_sensors.py"), "stop", "--dir", str(tmp_path / "cli")],
+        [sys.executable, "-m", MODULE, "stop", "--dir", str(tmp_path / "cli")],
         check=True, timeout=60,
     )  # fmt: skip
     time.sleep(0.1)

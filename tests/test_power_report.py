@@ -11,8 +11,9 @@ from test_power import MARKS, FakePower, _trace
 
 from edgeq.report.markdown import report_markdown, sensors_markdown
 from edgeq.report.plot import plot_power
-from edgeq.runner.power import PowerConfig, PowerMeter, summarize
-from edgeq.runner.sensors import Warnings
+from edgeq.runner.power import PowerMeter, summarize
+from edgeq.runner.sensors import PowerConfig
+from edgeq.runner.sensors.base import Warnings
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -16,14 +16,13 @@ from test_power import (
     REPO,
     board_cgroup,
     home,  # noqa: F401  (a fixture: EDGEQ_HOME in tmp_path)
-    load_emulator,
     put,
-    run_runner,
+    run_model,
     the_result,
     warning_events,
 )
 
-from edgeq.runner.sensors import Warnings
+from edgeq.runner.sensors.base import Warnings
 from edgeq.runner.session import SensorSession
 from edgeq.runner.thermal import (
     ThermalConfig,
@@ -36,6 +35,7 @@ from edgeq.runner.thermal import (
     read_temp_c,
     throttled_during,
 )
+from edgeq.testing.emulated_sensors import EmulatedSensors
 
 __all__ = ["board_cgroup"]  # a fixture shared with test_power
 
@@ -43,7 +43,7 @@ __all__ = ["board_cgroup"]  # a fixture shared with test_power
 def static_tree(base: Path, **options: Any) -> Path:
     """The emulator's tree without its writer: values stay as written (the test sets them)."""
     options.setdefault("families", ("thermal", "cpufreq"))
-    emu = load_emulator().EmulatedSensors(base, **options).build()
+    emu = EmulatedSensors(base, **options).build()
     return Path(emu.sysfs)
 
 
@@ -103,7 +103,7 @@ def test_throttling_under_load_is_detected_from_the_frequency_and_the_firmware(
         "tau_s": 0.6,
         "throttle_c": 52.0,
     }
-    with load_emulator().EmulatedSensors(tmp_path / "emu", **opts) as emu:
+    with EmulatedSensors(tmp_path / "emu", **opts) as emu:
         # Starting the runner heats the board too: cool down first, so the window starts cool.
         thermal = {
             "set_governor": "performance",
@@ -111,10 +111,9 @@ def test_throttling_under_load_is_detected_from_the_frequency_and_the_firmware(
             "get_throttled": True,
             "cool_down_below_c": 44,
         }
-        code, events, err = run_runner(
-            "run", "--model", str(tiny_model), "--runs", "10", "--warmup", "0", "--min-seconds", "3",
-            "--thermal-config", json.dumps(thermal), "--sysfs-root", str(emu.sysfs), "--vcgencmd", str(emu.vcgencmd),
-            cgroup=board_cgroup,
+        code, events, err = run_model(
+            tiny_model, runs=10, warmup=0, min_seconds=3, thermal=thermal, sysfs_root=str(emu.sysfs),
+            vcgencmd=str(emu.vcgencmd), cgroup=board_cgroup,
         )  # fmt: skip
     assert code == 0, err
     th = the_result(events)["thermal"]
@@ -135,29 +134,25 @@ def test_throttling_under_load_is_detected_from_the_frequency_and_the_firmware(
 
 def test_governor_is_checked_set_for_the_run_and_restored(tiny_model: Path, tmp_path: Path) -> None:
     sysfs = static_tree(tmp_path / "emu", governor="ondemand")
-    code, events, _ = run_runner(
-        "run", "--model", str(tiny_model), "--runs", "5", "--thermal-config", "{}", "--sysfs-root", str(sysfs)
-    )
+    code, events, _ = run_model(tiny_model, runs=5, thermal={}, sysfs_root=str(sysfs))
     assert code == 0
     (w,) = warning_events(events)
     assert (
-        w["code"] == "thermal.governor" and "policy0=ondemand" in w["message"] and "set_governor" in w["hint"]
+        w["code"] == "thermal.governor"
+        and "policy0=ondemand" in w["message"]
+        and "--set-governor performance" in w["hint"]
     )
 
-    code, events, _ = run_runner(
-        "run", "--model", str(tiny_model), "--runs", "5",
-        "--thermal-config", '{"set_governor": "performance"}', "--sysfs-root", str(sysfs),
-    )  # fmt: skip
+    code, events, _ = run_model(
+        tiny_model, runs=5, thermal={"set_governor": "performance"}, sysfs_root=str(sysfs)
+    )
     assert code == 0 and not warning_events(events)
     th = the_result(events)["thermal"]
     assert th["governor"]["set_to"] == "performance" and th["governor"]["restored"] is True
     assert th["cpufreq"][0]["governor"] == "ondemand" and th["cpufreq"][0]["governor_during"] == "performance"
     assert read_governors(str(sysfs)) == {"policy0": "ondemand"}
 
-    code, events, _ = run_runner(
-        "run", "--model", str(tiny_model), "--runs", "5",
-        "--thermal-config", '{"set_governor": "turbo"}', "--sysfs-root", str(sysfs),
-    )  # fmt: skip
+    code, events, _ = run_model(tiny_model, runs=5, thermal={"set_governor": "turbo"}, sysfs_root=str(sysfs))
     assert code == 0
     assert "thermal.governor_unavailable" in [w["code"] for w in warning_events(events)]
     assert read_governors(str(sysfs)) == {"policy0": "ondemand"}
@@ -168,8 +163,9 @@ def test_governor_is_restored_when_the_runner_is_terminated(tiny_model: Path, tm
     sysfs = static_tree(tmp_path / "emu", governor="schedutil")
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "edgeq.runner", "run", "--model", str(tiny_model), "--runs", "1",
-            "--min-seconds", "120", "--thermal-config", '{"set_governor": "performance"}', "--sysfs-root", str(sysfs),
+            sys.executable, "-m", "edgeq.runner", "run", "--model", str(tiny_model), "--spec", json.dumps(
+                {"runs": 1, "min_seconds": 120, "thermal": {"set_governor": "performance"}, "sysfs_root": str(sysfs)}
+            ),
         ],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -195,25 +191,26 @@ def test_governor_is_restored_when_the_runner_is_terminated(tiny_model: Path, tm
 @pytest.mark.usefixtures("home")
 def test_governor_is_restored_when_a_local_run_times_out(tiny_model: Path, tmp_path: Path) -> None:
     """The local device stops a timed-out runner as SSH does (TERM, then KILL after a grace period)."""
+    from edgeq import api
     from edgeq.errors import DeviceError
-    from edgeq.profiling import profile
 
     sysfs = static_tree(tmp_path / "emu", governor="schedutil")
+    measure = {
+        "runs": 1,
+        "warmup": 0,
+        "min_seconds": 120,
+        "timeout_s": 4,
+        "thermal": {"set_governor": "performance"},
+        "sysfs_root": str(sysfs),
+    }
     with pytest.raises(DeviceError, match="timed out"):
-        profile(
-            tiny_model,
-            runs=1,
-            warmup=0,
-            min_seconds=120,
-            timeout=4,
-            set_governor="performance",
-            sysfs_root=str(sysfs),
-        )
+        api.profile(tiny_model, measure=measure)
     assert read_governors(str(sysfs)) == {"policy0": "schedutil"}
 
 
 def test_local_transport_terminates_before_it_kills(tmp_path: Path) -> None:
-    from edgeq.devices.transport import STOP_GRACE_S, LocalTransport
+    from edgeq.devices.transports.base import STOP_GRACE_S
+    from edgeq.devices.transports.local import LocalTransport
     from edgeq.errors import DeviceError
 
     marker = tmp_path / "cleaned-up"
@@ -253,17 +250,7 @@ def test_cool_down_that_does_not_get_there_warns_and_measures_anyway(
     sysfs = static_tree(tmp_path / "emu", initial_c=90.0)  # no writer: it never cools
     cfg = {"cool_down_below_c": 50, "cool_down_timeout_s": 1.0, "cool_down_poll_s": 0.1, "governor": None}
     t0 = time.monotonic()
-    code, events, _ = run_runner(
-        "run",
-        "--model",
-        str(tiny_model),
-        "--runs",
-        "5",
-        "--thermal-config",
-        json.dumps(cfg),
-        "--sysfs-root",
-        str(sysfs),
-    )
+    code, events, _ = run_model(tiny_model, runs=5, thermal=cfg, sysfs_root=str(sysfs))
     assert code == 0 and time.monotonic() - t0 < 30
     r = the_result(events)
     cool = r["thermal"]["cooldown"]
@@ -279,12 +266,12 @@ def test_cool_down_waits_until_the_zone_is_below_the_target(tiny_model: Path, tm
     # Hot (75 °C) and static until the runner is waiting; then the writer lets it relax towards
     # 40 °C with a 0.5 s time constant (load adds nothing).
     opts = {"families": ("thermal",), "initial_c": 75.0, "ambient_c": 40.0, "heat_c": 0.0, "tau_s": 0.5}
-    emu = load_emulator().EmulatedSensors(tmp_path / "emu", **opts).build()
+    emu = EmulatedSensors(tmp_path / "emu", **opts).build()
     cfg = {"cool_down_below_c": 60, "cool_down_timeout_s": 60, "cool_down_poll_s": 0.05}
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "edgeq.runner", "run", "--model", str(tiny_model), "--runs", "5",
-            "--thermal-config", json.dumps(cfg), "--sysfs-root", str(emu.sysfs),
+            sys.executable, "-m", "edgeq.runner", "run", "--model", str(tiny_model),
+            "--spec", json.dumps({"runs": 5, "thermal": cfg, "sysfs_root": str(emu.sysfs)}),
         ],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
@@ -319,10 +306,13 @@ def test_an_unreadable_zone_is_one_warning_and_the_others_are_recorded(
     temp = sysfs / "devices" / "virtual" / "thermal" / "thermal_zone1" / "temp"
     temp.unlink()
     temp.mkdir()  # read() fails with EISDIR, like a sensor that refuses reads
-    code, events, _ = run_runner(
-        "run", "--model", str(tiny_model), "--runs", "200", "--min-seconds", "0.5",
-        "--thermal-config", '{"rate_hz": 20, "governor": null}', "--sysfs-root", str(sysfs),
-    )  # fmt: skip
+    code, events, _ = run_model(
+        tiny_model,
+        runs=200,
+        min_seconds=0.5,
+        thermal={"rate_hz": 20, "governor": None},
+        sysfs_root=str(sysfs),
+    )
     assert code == 0
     (w,) = warning_events(events)
     assert w["code"] == "thermal.zone_unreadable:thermal_zone1" and "gpu-thermal" in w["message"]
@@ -334,9 +324,7 @@ def test_an_unreadable_zone_is_one_warning_and_the_others_are_recorded(
 def test_no_thermal_zones_or_cpufreq_are_single_warnings(tiny_model: Path, tmp_path: Path) -> None:
     empty = tmp_path / "sys"
     empty.mkdir()
-    code, events, _ = run_runner(
-        "run", "--model", str(tiny_model), "--runs", "5", "--thermal-config", "{}", "--sysfs-root", str(empty)
-    )
+    code, events, _ = run_model(tiny_model, runs=5, thermal={}, sysfs_root=str(empty))
     assert code == 0
     assert [w["code"] for w in warning_events(events)] == ["thermal.no_zones", "thermal.no_cpufreq"]
     th = the_result(events)["thermal"]
@@ -360,7 +348,7 @@ def test_emulated_vcgencmd_prints_the_real_formats(tmp_path: Path) -> None:
         "heat_c": 0.0,
         "ambient_c": 48.3,
     }
-    with load_emulator().EmulatedSensors(tmp_path / "emu", **opts) as emu:
+    with EmulatedSensors(tmp_path / "emu", **opts) as emu:
 
         def vc(*args: str) -> str:
             return subprocess.run(

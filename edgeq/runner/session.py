@@ -9,7 +9,7 @@ The runner's ``run`` drives a :class:`SensorSession` through fixed steps::
         session.measure_start(); ... timed invokes ...; session.measure_end(invokes)
     result.update(session.result())    # power, thermal, warnings
 
-Without ``--power-config`` / ``--thermal-config`` every step is a no-op and the result only gains
+Without power / thermal settings (the spec's ``power`` and ``thermal``) every step is a no-op and the result only gains
 an empty ``warnings`` list. A missing or unreadable sensor is one warning, never a failed run.
 """
 
@@ -20,12 +20,16 @@ import signal
 import sys
 import time
 import traceback
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from .power import PowerConfig, PowerMeter, open_reader, summarize, unavailable
+from .power import PowerMeter, summarize, unavailable
 from .protocol import Emitter, Progress, one_line
-from .sensors import DEFAULT_SYSFS_ROOT, DEFAULT_VCGENCMD, SensorError, Warnings, parse_json_object
+from .sensors import PowerConfig, open_reader
+from .sensors.base import DEFAULT_SYSFS_ROOT, DEFAULT_VCGENCMD, SensorError, Warnings, parse_json_object
 from .thermal import ThermalConfig, ThermalMonitor
+
+if TYPE_CHECKING:
+    from .spec import MeasureSpec
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -62,8 +66,26 @@ class SensorSession:
         self.window_cpu_s: Optional[float] = None
 
     @classmethod
+    def from_spec(cls, spec: MeasureSpec, emitter: Optional[Emitter]) -> SensorSession:
+        """From a MeasureSpec's ``power`` / ``thermal`` / ``sysfs_root`` / ``vcgencmd``.
+
+        A malformed power or thermal setting is bad input (RunnerError), raised here, before anything
+        is measured; ``None`` leaves that part out.
+        """
+        return cls(
+            PowerConfig(spec.power, "--power-config") if spec.power is not None else None,
+            ThermalConfig(spec.thermal, "thermal settings") if spec.thermal is not None else None,
+            spec.sysfs_root or DEFAULT_SYSFS_ROOT,
+            spec.vcgencmd or DEFAULT_VCGENCMD,
+            emitter,
+        )
+
+    @classmethod
     def from_args(cls, args: Any, emitter: Optional[Emitter]) -> SensorSession:
-        """From ``--power-config`` / ``--thermal-config`` JSON; malformed config is bad input."""
+        """From ``--power-config`` / ``--thermal-config`` JSON; malformed config is bad input.
+
+        The runner's command line before MeasureSpec; goes once ``run`` takes a spec (use from_spec).
+        """
         power = parse_json_object(getattr(args, "power_config", None), "--power-config")
         thermal = parse_json_object(getattr(args, "thermal_config", None), "--thermal-config")
         return cls(

@@ -16,7 +16,7 @@ import re
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .sensors import (
+from .sensors.base import (
     ConfigReader,
     PeriodicSampler,
     SensorError,
@@ -107,6 +107,12 @@ class Policy:
     def khz(self, name: str) -> Optional[float]:
         return try_read_number(self.attr(name))
 
+    def governor(self) -> Optional[str]:
+        return try_read_text(self.attr("scaling_governor"))
+
+    def available_governors(self) -> List[str]:
+        return (try_read_text(self.attr("scaling_available_governors")) or "").split()
+
 
 def list_policies(root: str) -> List[Policy]:
     base = sys_path(root, "devices", "system", "cpu", "cpufreq")
@@ -174,9 +180,9 @@ class ThermalConfig:
         self.cool_down_poll_s = c.number("cool_down_poll_s", 1.0, positive=True) or 1.0
         self.rate_hz = c.number("rate_hz", 5.0, positive=True) or 5.0
         self.drop_pct = c.number("drop_pct", 10.0, positive=True) or 10.0
-        self.get_throttled = data.get("get_throttled", "auto")
+        self.get_throttled = c.raw("get_throttled", "auto")
         if self.get_throttled not in ("auto", True, False):
-            raise c._bad("get_throttled", '"auto", true or false')
+            raise c.bad("get_throttled", '"auto", true or false')
         self.trace = bool(c.flag("trace", True))
 
     def as_dict(self) -> Dict[str, Any]:
@@ -308,7 +314,8 @@ class ThermalMonitor:
                     "thermal.governor",
                     "cpufreq governor is not %s (%s): latency and energy vary with the frequency it picks"
                     % (expected, ", ".join("%s=%s" % kv for kv in sorted(off.items()))),
-                    "profile with set_governor = %s (restored afterwards), or %s" % (expected, GOVERNOR_HINT),
+                    "pass --set-governor %s (the old one is restored afterwards), or %s"
+                    % (expected, GOVERNOR_HINT),
                 )
 
     def restore_governor(self) -> None:
@@ -371,7 +378,7 @@ class ThermalMonitor:
                 "thermal.cooldown_timeout",
                 "still %s °C after %.0f s of cool-down (wanted below %g °C): measuring anyway"
                 % ("?" if current is None else "%.1f" % current, rec["waited_s"], below),
-                "raise cool_down_timeout_s, improve cooling, or raise cool_down_below_c",
+                "improve cooling, or raise --cool-down-below",
             )
 
     # the run -----------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Emulated power and thermal sensors for machines that have none (CI, the test farm, this box).
 
-    python scripts/emulate_sensors.py start --dir D [--util-source proc-stat|cgroup:PATH] [...]
-    python scripts/emulate_sensors.py stop --dir D
-    python scripts/emulate_sensors.py run --dir D          # in the foreground, Ctrl-C stops it
+    python -m edgeq.testing.emulated_sensors start --dir D [--util-source proc-stat|cgroup:PATH] [...]
+    python -m edgeq.testing.emulated_sensors stop --dir D
+    python -m edgeq.testing.emulated_sensors run --dir D    # in the foreground, Ctrl-C stops it
 
 ``D/sys`` becomes a sysfs tree with the kernel's file names and units, and ``D/bin/vcgencmd`` a
 stand-in for the Raspberry Pi tool; point the runner at them with ``--sysfs-root D/sys --vcgencmd
@@ -71,6 +71,7 @@ PMIC_RAILS = (
 )
 PMIC_VOLT_ONLY = (("EXT5V", 24, 5.0907), ("BATT", 25, 0.0))
 PMIC_SHARE = 0.8  # the rails see ~80 % of the 5 V input: USB, fan and conversion losses are missing
+MODULE = "edgeq.testing.emulated_sensors"  # run as python -m MODULE (the writer too)
 GOVERNORS = ("conservative", "ondemand", "userspace", "powersave", "performance", "schedutil")
 
 
@@ -245,7 +246,7 @@ class Tree:
 
 
 VCGENCMD_TEMPLATE = '''#!@PYTHON@
-"""A stand-in for the Raspberry Pi's vcgencmd, written by edgeq's emulate_sensors.py.
+"""A stand-in for the Raspberry Pi's vcgencmd, written by edgeq.testing.emulated_sensors.
 
 Prints the real output formats from the emulator's state: pmic_read_adc [RAIL], get_throttled,
 measure_temp. Any other command fails like the real tool does for an unknown one.
@@ -489,6 +490,7 @@ class Writer:
             if int((d / "scaling_max_freq").read_text() or cfg.max_khz) != self.cap_khz:
                 self.put(d / "scaling_max_freq", self.cap_khz)
             gov = self._governor()
+            cur: float
             if gov == "performance":
                 cur = self.cap_khz
             elif gov == "powersave":
@@ -587,7 +589,8 @@ class EmulatedSensors:
         log = open(self.tree.run / "writer.log", "ab")  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "_writer", "--dir", str(self.base)],
+                [sys.executable, "-m", MODULE, "_writer", "--dir", str(self.base)],
+                env=_env_finding_edgeq(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -626,6 +629,14 @@ class EmulatedSensors:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _env_finding_edgeq() -> dict[str, str]:
+    """The environment for ``python -m MODULE``: edgeq importable even when it is not installed."""
+    env = dict(os.environ)
+    top = str(Path(__file__).resolve().parents[2])  # the directory holding the edgeq package
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (top, env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def _terminate(pid: int, proc: subprocess.Popen[bytes] | None = None, grace_s: float = 5.0) -> None:
