@@ -1,1 +1,30 @@
-"""Placeholder: filled in by the delegate work (issue 11)."""
+"""Delegate ``none``: the runtime's builtin kernels, no delegate (see README.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeq.coverage import Coverage
+from edgeq.delegates.base import CompileResult
+
+
+class NoDelegate:
+    name = "none"
+    description = "no delegate: the runtime's builtin CPU kernels (XNNPACK off)"
+
+    def coverage(self, model: Path) -> Coverage:
+        from edgeq.delegates.none.coverage import coverage
+
+        return coverage(Path(model))
+
+    def compile(self, model: Path, out_dir: Path, *, timeout_s: float = 600.0) -> CompileResult:
+        """Nothing to compile: the builtin kernels run the .tflite as it is."""
+        from edgeq import tflite
+
+        model = tflite.check_file(Path(model))
+        return CompileResult(
+            self.name, model, log="nothing to compile: the builtin kernels run the model as it is"
+        )
+
+
+DELEGATE = NoDelegate()
