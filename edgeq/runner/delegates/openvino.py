@@ -777,3 +777,57 @@ def open_model(model_path: str, spec: Any, emitter: Any = None) -> Opened:
         notes=["OpenVINO %s on %s (%s)" % (ov.version, ", ".join(executed), binding.name)],
         details=details,
     )
+
+
+# Movidius Myriad X (NCS2) USB ids: before its firmware is loaded, and after.
+MYRIAD_USB_IDS = (("03e7", "2485"), ("03e7", "f63b"))
+MYRIAD_UDEV_RULES = ("etc/udev/rules.d/97-myriad-usbboot.rules", "lib/udev/rules.d/97-myriad-usbboot.rules")
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def probe(root: str = "/") -> Dict[str, Any]:
+    """What this device offers OpenVINO: the package, its devices, and the system pieces each
+    device needs (JSON-able facts for ``edgeq devices check``; ``root`` lets tests use a fake tree)."""
+    facts = {"python": sys.version.split()[0]}  # type: Dict[str, Any]
+    try:
+        ov = _OpenVINO()
+        facts.update(
+            {
+                "ok": True,
+                "version": ov.version,
+                "build": ov.build,
+                "available_devices": ov.available(),
+                "tflite_frontend": ov.has_tflite_frontend(),
+                "c_api": _CBinding.load(ov.package_dir) is not None,
+            }
+        )
+        facts["device_names"] = dict(
+            (d, ov.device_property(d, "FULL_DEVICE_NAME")) for d in facts["available_devices"]
+        )
+    except RunnerError as exc:
+        facts.update({"ok": False, "error": exc.message})
+    usb = []
+    for dev in sorted(glob.glob(os.path.join(root, "sys/bus/usb/devices/*"))):
+        ids = (
+            _read_text(os.path.join(dev, "idVendor")).lower(),
+            _read_text(os.path.join(dev, "idProduct")).lower(),
+        )
+        if ids in MYRIAD_USB_IDS:
+            usb.append("%s:%s" % ids)
+    facts["myriad_usb"] = usb
+    facts["myriad_udev_rules"] = any(os.path.isfile(os.path.join(root, p)) for p in MYRIAD_UDEV_RULES)
+    accel = sorted(glob.glob(os.path.join(root, "dev/accel/accel*")))
+    facts["npu_nodes"] = [os.path.relpath(p, root) for p in accel]
+    facts["npu_nodes_usable"] = [os.path.relpath(p, root) for p in accel if os.access(p, os.R_OK | os.W_OK)]
+    facts["intel_vpu_driver"] = os.path.isdir(os.path.join(root, "sys/module/intel_vpu"))
+    render = sorted(glob.glob(os.path.join(root, "dev/dri/renderD*")))
+    facts["gpu_nodes"] = [os.path.relpath(p, root) for p in render]
+    facts["gpu_nodes_usable"] = [os.path.relpath(p, root) for p in render if os.access(p, os.R_OK | os.W_OK)]
+    return facts
