@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from support_delegate import models
 
-from edgeq import delegates, tflite
+from edgeq import tflite
 from edgeq.coverage import CPU, DELEGATE, Coverage, OpPlacement
+from edgeq.delegates import get as get_delegate
 from edgeq.delegates.edgetpu import coverage as cov
 from edgeq.errors import EXIT_BAD_INPUT, UserInputError
 
@@ -48,7 +49,7 @@ def _ops(c: Coverage) -> list[tuple[str, str, str]]:
 
 
 def test_the_pipelines_student_maps_entirely(built: dict[str, Path]) -> None:
-    c = delegates.get("edgetpu").coverage(built["student"])
+    c = get_delegate("edgetpu").coverage(built["student"])
     _check(c)
     assert [o.op for o in c.ops] == [
         "CONV_2D", "CONV_2D", "MAX_POOL_2D", "CONV_2D", "MAX_POOL_2D", "RESHAPE",
@@ -80,7 +81,13 @@ def test_unsupported_op_in_the_middle_cuts_the_graph_there(built: dict[str, Path
         ("RESHAPE", CPU, "More than one subgraph is not supported"),
         ("FULLY_CONNECTED", CPU, "More than one subgraph is not supported"),
     ]
-    assert [o.op for o in c.fallen_back()] == ["LEAKY_RELU", "CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED"]
+    assert [o.op for o in c.fallen_back()] == [
+        "LEAKY_RELU",
+        "CONV_2D",
+        "MAX_POOL_2D",
+        "RESHAPE",
+        "FULLY_CONNECTED",
+    ]
     assert any("op 1 LEAKY_RELU and every op after it run on the CPU" in n for n in c.notes)
     assert not c.meets("all") and not c.meets(0.5) and c.meets(1 / 6)
 
@@ -129,7 +136,11 @@ def test_softmax_over_more_than_16000_elements_is_not_mapped(built: dict[str, Pa
     assert _ops(c) == [
         ("FULLY_CONNECTED", DELEGATE, "Mapped to Edge TPU"),
         ("FULLY_CONNECTED", DELEGATE, "Mapped to Edge TPU"),
-        ("SOFTMAX", CPU, "Operation is otherwise supported, but not mapped due to some unspecified limitation"),
+        (
+            "SOFTMAX",
+            CPU,
+            "Operation is otherwise supported, but not mapped due to some unspecified limitation",
+        ),
     ]
     assert any("at most 16,000 elements (got 16001)" in n for n in c.notes)
 
@@ -159,7 +170,9 @@ def test_documented_limits_of_single_ops(built: dict[str, Path], tmp_path: Path)
     unequal dilation on a conv."""
 
     def fused_relu_on_pool(f: tflite.TFLiteFile) -> None:
-        f.subgraph.operators[2].builtinOptions.fusedActivationFunction = tflite.schema().ActivationFunctionType.RELU
+        f.subgraph.operators[
+            2
+        ].builtinOptions.fusedActivationFunction = tflite.schema().ActivationFunctionType.RELU
 
     c = cov.coverage(_edited(built["student"], tmp_path / "pool.tflite", fused_relu_on_pool))
     assert _ops(c)[2] == ("MAX_POOL_2D", CPU, cov.UNSPECIFIED)
@@ -184,7 +197,14 @@ def test_not_a_model_is_one_line(tmp_path: Path) -> None:
 
 def test_the_op_table_is_the_documented_one() -> None:
     ops = cov.supported_ops()
-    for name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "SOFTMAX", "STRIDED_SLICE", "TRANSPOSE_CONV"):
+    for name in (
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "FULLY_CONNECTED",
+        "SOFTMAX",
+        "STRIDED_SLICE",
+        "TRANSPOSE_CONV",
+    ):
         assert name in ops
     for name in ("LEAKY_RELU", "HARD_SWISH", "DEQUANTIZE", "WHILE", "GATHER"):
         assert name not in ops

@@ -130,7 +130,7 @@ def compile_model(model: Path, out_dir: Path, *, timeout_s: float = 600.0) -> Co
             argv += ["-t", str(max(1, int(timeout_s)))]
         argv += ["-o", str(work), str(model.resolve())]
         try:
-            code, out = _run(argv, work, timeout_s + 30.0)
+            code, out = _run(argv, work, timeout_s + min(30.0, 2.0 + 0.05 * timeout_s))
         except subprocess.TimeoutExpired:
             raise UserInputError(
                 f"{COMPILER} did not finish compiling {model.name} within {timeout_s:g} s",

@@ -8,7 +8,8 @@ table; the log file's own header ("Input:", "Output:"); and each way it fails.
 """
 
 # 16.0, -s, every op mapped: no "Number of operations that will run" lines.
-ALL_MAPPED_16 = """\
+ALL_MAPPED_16 = (
+    """\
 Edge TPU Compiler version 16.0.384591198
 Started a compilation timeout timer of 180 seconds.
 
@@ -32,11 +33,13 @@ MAX_POOL_2D                    2          Mapped to Edge TPU
 RESHAPE                        1          Mapped to Edge TPU
 FULLY_CONNECTED                2          Mapped to Edge TPU
 Compilation child process completed within timeout period.
-Compilation succeeded! 
 """
+    + "Compilation succeeded! \n"  # 16.0 ends these two lines with a space
+)
 
 # 16.0, -s, an unsupported op in the middle: the cut, then "More than one subgraph".
-PARTIAL_16 = """\
+PARTIAL_16 = (
+    """\
 Edge TPU Compiler version 16.0.384591198
 Started a compilation timeout timer of 180 seconds.
 
@@ -66,8 +69,9 @@ MAX_POOL_2D                    1          More than one subgraph is not supporte
 CONV_2D                        1          Mapped to Edge TPU
 RESHAPE                        1          More than one subgraph is not supported
 Compilation child process completed within timeout period.
-Compilation succeeded! 
 """
+    + "Compilation succeeded! \n"  # 16.0 ends these two lines with a space
+)
 
 # The operation log file 15.0 writes next to the model (no -s on stdout).
 LOG_FILE_15 = """\
@@ -125,27 +129,33 @@ Invalid model: student_int8.tflite
 Model could not be parsed
 """
 
-INTERNAL_14 = """\
+INTERNAL_14 = (
+    """\
 Edge TPU Compiler version 14.1.317412892
 
-Internal compiler error. Aborting! 
 """
+    + "Internal compiler error. Aborting! \n"
+)
 
-DYNAMIC_16 = """\
+DYNAMIC_16 = (
+    """\
 Edge TPU Compiler version 16.0.384591198
 Started a compilation timeout timer of 180 seconds.
 ERROR: Attempting to use a delegate that only supports static-sized tensors with a graph that has dynamic-sized tensors.
 Compilation failed: Model failed in Tflite interpreter. Please ensure model can be loaded/run in Tflite interpreter.
 Compilation child process completed within timeout period.
-Compilation failed! 
 """
+    + "Compilation failed! \n"
+)
 
-TIMEOUT_16 = """\
+TIMEOUT_16 = (
+    """\
 Edge TPU Compiler version 16.0.384591198
 Started a compilation timeout timer of 180 seconds.
 Compilation timeout. This is usually caused by large activations.
-Compilation failed! 
 """
+    + "Compilation failed! \n"
+)
 
 BARE_FAILURE_16 = """\
 Edge TPU Compiler version 16.0.384591198
