@@ -1,0 +1,1 @@
+"""Alembic migrations of the results store (run by :func:`edgeq.farm.store.open_store`)."""
