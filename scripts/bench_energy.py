@@ -6,7 +6,7 @@
 Both models are stacks of identical int8 3×3 convolutions (56×56×32 → 56×56×32); the heavy one has
 k times as many layers, so k times the multiply-accumulates. ``work_ratio`` is that MAC ratio,
 counted from the converted .tflite graphs (CONV_2D output size × filter size). Each model is then
-profiled through the real host path (``edgeq.profiling.profile(..., power=...)`` → runner.pyz →
+profiled through the real host path (``edgeq.api.profile(..., measure={"power": ...})`` → runner.pyz →
 background sampling thread) against the emulated INA219 of ``edgeq.testing.emulated_sensors``, in
 alternating order (light, heavy / heavy, light ...) for ``--pairs`` pairs. ``energy_ratio`` is the
 ratio of the median energies per inference (net of idle); ``paired_energy_ratio`` the median of the
@@ -14,8 +14,8 @@ per-pair ratios. Progress goes to stderr; the last stdout line is one JSON objec
 
 What the emulated sensor implies, honestly: its power is P = idle + load · u, with u the share of
 all CPUs busy (see edgeq/testing/emulated_sensors.py). The net energy of a window is therefore
-load · (CPU seconds used) / (number of CPUs): energy per inference ∝ CPU time per inference. So this benchmark
-does not show that silicon spends energy in proportion to MACs (on a real board memory traffic,
+load · (CPU seconds used) / (number of CPUs): energy per inference ∝ CPU time per inference. So this
+benchmark does not show that silicon spends energy in proportion to MACs (on a real board memory traffic,
 clocks and idle states break that). What it does test is the whole measuring chain, against a
 notion of work obtained independently (the graph's MACs): files in the kernel's units written
 by another process, a 100 Hz sampling thread running beside the interpreter, the idle baseline
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="edgeq-bench-energy-"))
     os.environ["EDGEQ_HOME"] = str(tmp / "home")
-    from edgeq.profiling import profile
+    from edgeq import api
 
     log(f"building models in {tmp}")
     light = build_conv_stack(tmp / "light.tflite", args.base_layers)
@@ -160,17 +160,17 @@ def main(argv: list[str] | None = None) -> int:
             order = ("light", "heavy") if i % 2 == 0 else ("heavy", "light")
             got = {}
             for name in order:
-                r = profile(
-                    light if name == "light" else heavy,
-                    runs=50,
-                    warmup=20,
-                    threads=args.threads,
-                    min_seconds=args.min_seconds,
-                    power={"source": "ina2xx", "sensor": "ina219", "idle_s": args.idle_s},
-                    thermal=False,
-                    sysfs_root=str(emu.sysfs),
-                    timeout=300,
-                )
+                measure = {
+                    "runs": 50,
+                    "warmup": 20,
+                    "threads": args.threads,
+                    "min_seconds": args.min_seconds,
+                    "power": {"source": "ina2xx", "sensor": "ina219", "idle_s": args.idle_s},
+                    "thermal": False,
+                    "sysfs_root": str(emu.sysfs),
+                    "timeout_s": 300,
+                }
+                r = api.profile(light if name == "light" else heavy, measure=measure).to_dict()
                 p = r["power"]
                 row = {
                     "energy_mj": p["energy_mj_per_inference"],
