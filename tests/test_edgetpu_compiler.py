@@ -278,7 +278,8 @@ def test_compiler_failures_are_one_line(
 def test_a_compiler_that_hangs_is_stopped(
     student: Path, tmp_path: Path, fake_compiler: dict[str, Path]
 ) -> None:
-    fake_compiler["scenario"].write_text(json.dumps({"failure": "hang"}))
+    pid_file = tmp_path / "compiler.pid"
+    fake_compiler["scenario"].write_text(json.dumps({"failure": "hang", "pid_file": str(pid_file)}))
     t0 = time.monotonic()
     with pytest.raises(UserInputError) as err:
         get_delegate("edgetpu").compile(student, tmp_path / "out", timeout_s=1)
@@ -286,6 +287,8 @@ def test_a_compiler_that_hangs_is_stopped(
     assert err.value.message == "edgetpu_compiler did not finish compiling student int8 ü.tflite within 1 s"
     assert "--timeout" in err.value.hint
     assert list((tmp_path / "out").iterdir()) == []
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
+        os.kill(int(pid_file.read_text()), 0)
 
 
 def test_a_float_model_is_refused_before_the_compiler_runs(

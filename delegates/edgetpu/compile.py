@@ -80,7 +80,8 @@ def _major(version: str) -> int:
 
 
 def _run(argv: list[str], cwd: Path, timeout_s: float) -> tuple[int, str]:
-    """Run in its own process group, so a timeout ends the compiler's child process too."""
+    """Run in its own process group, so a timeout (or Ctrl-C, which no longer reaches it) ends the
+    compiler's child process too."""
     proc = subprocess.Popen(
         argv,
         cwd=cwd,
@@ -92,7 +93,7 @@ def _run(argv: list[str], cwd: Path, timeout_s: float) -> tuple[int, str]:
     )
     try:
         out, _ = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+    except BaseException:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()

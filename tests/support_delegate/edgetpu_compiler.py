@@ -10,6 +10,7 @@ What it decides about ops comes from the test, as JSON in the file named by
 ``EDGEQ_FAKE_EDGETPU_SCENARIO`` (absent: every op maps):
   {"statuses": {"3": "Operation not supported"}}   per-op status; the real compiler's cut applies
   {"failure": "not_quantized" | "op_version" | "internal" | "dynamic" | "timeout" | "hang"}
+  ("hang" writes its pid to "pid_file" when given, then sleeps)
 A float model is refused ("Model not quantized") as the real compiler refuses it. Each call's
 arguments are appended as one JSON line to ``EDGEQ_FAKE_EDGETPU_ARGV`` when that is set.
 """
@@ -169,6 +170,8 @@ def main(argv: list[str]) -> int:
     print(f"Started a compilation timeout timer of {args.timeout_sec} seconds.")
     sys.stdout.flush()
     if failure == "hang":
+        if scenario.get("pid_file"):
+            Path(scenario["pid_file"]).write_text(str(os.getpid()))
         time.sleep(3600)
     if failure == "internal":
         print()
