@@ -45,7 +45,7 @@ def build_model(dest: Path) -> Path:
 
 def main() -> int:
     from edgeq import api
-    from edgeq.devices.session import DeviceTarget
+    from edgeq.devices.connect import DeviceTarget
 
     was_up = farm_is_up()
     subprocess.run([str(FARM / "up.sh")], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)

@@ -15,7 +15,7 @@ from support_farm import farm_profile, pin_farm_keys
 
 from edgeq import api
 from edgeq.data import load_dataset
-from edgeq.devices.session import DeviceTarget
+from edgeq.devices.connect import DeviceTarget
 from edgeq.export.tflite_model import custom_op_outputs
 from edgeq.ops.build import compiler_for
 

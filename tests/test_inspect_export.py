@@ -133,7 +133,7 @@ def test_qat_names_a_layer_tfmot_cannot_quantize() -> None:
 
 
 def test_accuracy_gate() -> None:
-    from edgeq.api import accuracy_gate
+    from edgeq.pipeline import accuracy_gate
 
     assert accuracy_gate(0.99, 0.985, 1.0) == {
         "max_accuracy_drop_points": 1.0,

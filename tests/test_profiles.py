@@ -8,9 +8,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgeq.devices import manage
-from edgeq.devices.cli import app as devices_app
-from edgeq.devices.profiles import (
+from edgeq.devices import check as device_check
+from edgeq.devices import setup as device_setup
+from edgeq.devices.connect import device_python
+from edgeq.devices.listing import list_devices
+from edgeq.cli.devices import app as devices_app
+from edgeq.devices.profile import (
+    Board,
     DeviceProfile,
     builtin_names,
     list_profiles,
@@ -56,34 +60,34 @@ def test_every_builtin_loads_with_the_facts_a_user_needs() -> None:
     for name in BUILTINS:
         p = load_profile(name)
         assert p.name == name and p.source == f"builtin:{name}.toml"
-        assert p.arch in ("x86_64", "aarch64") and p.runtime and p.runtime_version and p.delegate
+        assert p.board.arch in ("x86_64", "aarch64") and p.board.runtime and p.board.runtime_version and p.board.delegate
         assert p.description and p.notes, name
-        assert p.power_source
+        assert p.board.power_source
         if name != "local":
             assert p.is_template, f"{name} must not carry somebody's address"
             # zone names differ between ARM SoCs; the generic profile records whatever check finds
-            assert p.thermal_zones or name == "generic-aarch64", name
+            assert p.board.thermal_zones or name == "generic-aarch64", name
 
 
 def test_builtin_facts() -> None:
     rpi4 = load_profile("rpi4")
-    assert (rpi4.arch, rpi4.runtime, rpi4.runtime_version, rpi4.delegate) == (
+    assert (rpi4.board.arch, rpi4.board.runtime, rpi4.board.runtime_version, rpi4.board.delegate) == (
         "aarch64",
         "tflite-runtime",
         "2.14.0",
         "xnnpack",
     )
     assert rpi4.requirements == ("tflite-runtime==2.14.0", "numpy<2")
-    assert rpi4.thermal_zones == ("cpu-thermal",)
+    assert rpi4.board.thermal_zones == ("cpu-thermal",)
     usb = load_profile("coral-usb-rpi4")
-    assert usb.extends == ("builtin:rpi4.toml",) and usb.delegate == "edgetpu" and usb.arch == "aarch64"
-    assert load_profile("intel-ncs2").options == {"device": "MYRIAD"}
-    assert load_profile("intel-npu").options == {"device": "NPU"}
-    assert load_profile("jetson-orin-nano").power_source == "ina3221"
-    assert load_profile("coral-devboard").runtime_source == "system"
+    assert usb.extends == ("builtin:rpi4.toml",) and usb.board.delegate == "edgetpu" and usb.board.arch == "aarch64"
+    assert load_profile("intel-ncs2").board.options == {"device": "MYRIAD"}
+    assert load_profile("intel-npu").board.options == {"device": "NPU"}
+    assert load_profile("jetson-orin-nano").board.power_source == "ina3221"
+    assert load_profile("coral-devboard").board.runtime_source == "system"
     local = load_profile("local")
-    assert local.is_local and not local.is_template and Path(local.python).exists()
-    assert local.workdir.endswith("edgeq-home/devices/local")
+    assert local.is_local and not local.is_template and Path(local.board.python).exists()
+    assert local.endpoint.workdir.endswith("edgeq-home/devices/local")
 
 
 def test_template_needs_an_address_and_says_how() -> None:
@@ -93,10 +97,10 @@ def test_template_needs_an_address_and_says_how() -> None:
         "has no host" in e.value.message and 'extends = "rpi4"' in e.value.hint and "--host" in e.value.hint
     )
     p = load_profile("rpi4").with_target("pi@192.168.1.20:2222")
-    assert (p.host, p.user, p.port, p.address) == ("192.168.1.20", "pi", 2222, "pi@192.168.1.20:2222")
+    assert (p.endpoint.host, p.endpoint.user, p.endpoint.port, p.address) == ("192.168.1.20", "pi", 2222, "pi@192.168.1.20:2222")
     p.require_address()
-    assert load_profile("rpi4").with_target("[fe80::1]:22").host == "fe80::1"
-    assert load_profile("rpi4").with_target("board").user is None
+    assert load_profile("rpi4").with_target("[fe80::1]:22").endpoint.host == "fe80::1"
+    assert load_profile("rpi4").with_target("board").endpoint.user is None
     for bad in ("pi@", "a b", "pi@host:port", "-oProxyCommand=x"):
         with pytest.raises(UserInputError):
             load_profile("rpi4").with_target(bad)
@@ -116,10 +120,10 @@ BAD = [
     (MINIMAL.replace('runtime_version = "2.14.0"\n', ""), "missing required key 'runtime_version'", ""),
     (MINIMAL + 'password = "hunter2"\n', "key 'password' is not allowed", "ssh-copy-id"),
     (MINIMAL + 'ssh_passphrase = "x"\n', "key 'ssh_passphrase' is not allowed", ""),
-    (MINIMAL + 'delegate = "gpu"\n', "key 'delegate' = 'gpu' is not one of: xnnpack, edgetpu, openvino", ""),
+    (MINIMAL + 'delegate = "gpu"\n', "key 'delegate' = 'gpu' is not one of: none, xnnpack, edgetpu, openvino", ""),
     (MINIMAL.replace("tflite-runtime", "onnxruntime"), "key 'runtime' = 'onnxruntime' is not one of", ""),
-    (MINIMAL + 'workdir = "edgeq"\n', "workdir 'edgeq' must be absolute or start with ~/", ""),
-    (MINIMAL + 'workdir = "~/a/../../etc"\n', "must be absolute or start with ~/ and have no '..'", ""),
+    (MINIMAL + 'workdir = "edgeq"\n', "device workdir must be absolute or start with ~/, got 'edgeq'", ""),
+    (MINIMAL + 'workdir = "~/a/../../etc"\n', "device workdir must not contain '..'", ""),
     (MINIMAL.replace('"10.0.0.5"', '"pi@10.0.0.5"'), "host 'pi@10.0.0.5' contains '@'", "user ="),
     (MINIMAL + 'thermal_zones = "cpu-thermal"\n', "key 'thermal_zones' must be a list", ""),
     (MINIMAL + "thermal_zones = [1]\n", "key 'thermal_zones' must hold strings", ""),
@@ -127,7 +131,7 @@ BAD = [
     (MINIMAL + "arch = 'x'\n", "not valid TOML", ""),
     (MINIMAL.replace('"aarch64"', '"auto"'), 'arch = "auto" is only for kind = "local"', ""),
     (MINIMAL + 'power_source = "hwmon"\n', 'power_source = "hwmon" needs power_sensor', ""),
-    (MINIMAL + "runs = 0\n", "key 'runs' must be at least 1", ""),
+    (MINIMAL + "runs = 0\n", "key 'runs' must be an integer >= 1, got 0", ""),
     (MINIMAL + "[delegate_options]\ndevice = [1]\n", "delegate_options.device must be", ""),
     ('extends = "nope"\n' + MINIMAL, "extends unknown profile 'nope'", ""),
     ('extends = "rpi44"\nhost = "x"\n', "extends unknown profile 'rpi44'", "did you mean 'rpi4'"),
@@ -172,8 +176,8 @@ def test_identity_file_expands_and_relative_paths_follow_the_file(
     d = tmp_path / "p"
     write(d, "a", MINIMAL + 'identity_file = "~/.ssh/id_ed25519"\n')
     write(d, "b", MINIMAL + 'identity_file = "keys/id"\n')
-    assert load_profile("a", [d]).identity_file == tmp_path / "home" / ".ssh" / "id_ed25519"
-    assert load_profile("b", [d]).identity_file == d / "keys" / "id"
+    assert load_profile("a", [d]).endpoint.identity_file == tmp_path / "home" / ".ssh" / "id_ed25519"
+    assert load_profile("b", [d]).endpoint.identity_file == d / "keys" / "id"
 
 
 def test_extends_a_builtin_and_override(tmp_path: Path) -> None:
@@ -185,7 +189,7 @@ def test_extends_a_builtin_and_override(tmp_path: Path) -> None:
         'runtime_version = "2.3.0"\n',
     )
     p = load_profile("lab-pi", [d])
-    assert (p.name, p.host, p.user, p.arch, p.thermal_zones) == (
+    assert (p.name, p.endpoint.host, p.endpoint.user, p.board.arch, p.board.thermal_zones) == (
         "lab-pi",
         "192.168.1.20",
         "pi",
@@ -205,18 +209,18 @@ def test_lookup_order_flag_then_env_then_builtin(tmp_path: Path, monkeypatch: py
     write(env1, "rpi4", 'extends = "rpi4"\nhost = "from-env"\n')
     write(env2, "mine", MINIMAL)
     monkeypatch.setenv("EDGEQ_PROFILES", f"{env1}:{env2}")
-    assert load_profile("rpi4", [flag]).host == "from-flag"
+    assert load_profile("rpi4", [flag]).endpoint.host == "from-flag"
     p = load_profile("rpi4")
-    assert p.host == "from-env" and p.source == str(env1 / "rpi4.toml")
+    assert p.endpoint.host == "from-env" and p.source == str(env1 / "rpi4.toml")
     # a user rpi4.toml extending "rpi4" gets the built-in underneath it, not itself
-    assert p.extends == ("builtin:rpi4.toml",) and p.runtime == "tflite-runtime"
-    assert load_profile("mine").host == "10.0.0.5"
+    assert p.extends == ("builtin:rpi4.toml",) and p.board.runtime == "tflite-runtime"
+    assert load_profile("mine").endpoint.host == "10.0.0.5"
     rows = {e.name: e for e in list_profiles([flag])}
     assert rows["rpi4"].source == str(flag / "rpi4.toml")
     assert rows["rpi4"].shadows == (str(env1 / "rpi4.toml"), "builtin:rpi4.toml")
     assert set(rows) == BUILTINS | {"mine"}
     monkeypatch.delenv("EDGEQ_PROFILES")
-    assert load_profile("rpi4").host is None
+    assert load_profile("rpi4").endpoint.host is None
 
 
 def test_unknown_name_and_bad_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,7 +241,7 @@ def test_unknown_name_and_bad_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_a_broken_user_file_is_listed_with_its_error(tmp_path: Path) -> None:
     d = tmp_path / "p"
     write(d, "broken", MINIMAL + "colour = 1\n")
-    rows = {r.name: r for r in manage.list_devices([d])}
+    rows = {r.name: r for r in list_devices([d])}
     assert "unknown key 'colour'" in rows["broken"].error
     assert rows["rpi4"].host == "(set host)" and rows["local"].host == "local"
 
@@ -245,11 +249,11 @@ def test_a_broken_user_file_is_listed_with_its_error(tmp_path: Path) -> None:
 def test_profile_is_frozen_and_serialisable() -> None:
     p = load_profile("intel-npu")
     with pytest.raises(AttributeError):
-        p.host = "x"  # type: ignore[misc]
+        p.name = "x"  # type: ignore[misc]
     data = json.loads(json.dumps(p.to_dict()))
     assert data["delegate_options"] == {"device": "NPU"} and data["arch"] == "x86_64"
     assert isinstance(hash(p), int)
-    assert DeviceProfile(name="x", arch="x86_64", runtime="openvino", runtime_version="1").port == 22
+    assert DeviceProfile(name="x", board=Board(arch="x86_64", runtime="openvino", runtime_version="1")).endpoint.port == 22
 
 
 # ------------------------------------------------------------------------------------ CLI

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgeq.profiling import build_runner_pyz, runner_pyz_bytes
+from edgeq.remote import build_runner_pyz, runner_pyz_bytes
 from edgeq.runner.measure import quantize
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +36,11 @@ def run_runner(*args: str, pyz: Path | None = None, timeout: float = 120) -> tup
     )
     events = [json.loads(line) for line in proc.stdout.splitlines()]  # every stdout line is JSON
     return proc.returncode, events, proc.stderr
+
+
+def spec(**settings: object) -> list[str]:
+    """The runner's ``--spec`` argument for these MeasureSpec settings."""
+    return ["--spec", json.dumps(settings)]
 
 
 def the_result(events: list[dict]) -> dict:
@@ -101,7 +106,7 @@ def test_runner_imports_only_stdlib_numpy_and_runtimes_lazily() -> None:
 
 
 def test_run_reports_a_complete_result(tiny_model: Path) -> None:
-    code, events, _ = run_runner("run", "--model", str(tiny_model), "--runs", "50", "--warmup", "3")
+    code, events, _ = run_runner("run", "--model", str(tiny_model), *spec(runs=50, warmup=3))
     assert code == 0
     r = the_result(events)
     assert r["schema"] == "edgeq.result/1"
@@ -121,9 +126,14 @@ def test_run_reports_a_complete_result(tiny_model: Path) -> None:
         "warmup": 3,
         "threads": 1,
         "min_seconds": None,
-        "runtime": "auto",
+        "runtime": "ai-edge-litert",
+        "delegate": "xnnpack",
         "input": "random, seed 0",
     }
+    assert r["spec"]["runs"] == 50 and r["spec"]["runtime"] == "auto"  # what was asked, whole
+    assert len(r["latency_us"]["samples"]) == 50
+    mem = r["memory"]
+    assert mem["peak_rss_kb"] == r["peak_rss_kb"] and 0 < mem["model_peak_rss_kb"] < mem["peak_rss_kb"]
     assert "accuracy" not in r
     assert r["execution"]["delegate_nodes"] >= 1  # ai-edge-litert hands int8 graphs to XNNPACK
     assert r["timestamp"].endswith("Z")
@@ -132,7 +142,7 @@ def test_run_reports_a_complete_result(tiny_model: Path) -> None:
 
 
 def test_progress_is_throttled(tiny_model: Path) -> None:
-    code, events, _ = run_runner("run", "--model", str(tiny_model), "--runs", "3000", "--warmup", "0")
+    code, events, _ = run_runner("run", "--model", str(tiny_model), *spec(runs=3000, warmup=0))
     assert code == 0
     progress = [e for e in events if e["event"] == "progress"]
     assert len(progress) < 20  # not one per invoke
@@ -141,7 +151,7 @@ def test_progress_is_throttled(tiny_model: Path) -> None:
 
 def test_min_seconds_keeps_measuring_past_runs(tiny_model: Path) -> None:
     code, events, _ = run_runner(
-        "run", "--model", str(tiny_model), "--runs", "5", "--min-seconds", "0.3", "--warmup", "0"
+        "run", "--model", str(tiny_model), *spec(runs=5, min_seconds=0.3, warmup=0)
     )
     assert code == 0
     lat = the_result(events)["latency_us"]
@@ -151,7 +161,7 @@ def test_min_seconds_keeps_measuring_past_runs(tiny_model: Path) -> None:
 
 def test_runs_bound_when_it_is_the_stricter(tiny_model: Path) -> None:
     code, events, _ = run_runner(
-        "run", "--model", str(tiny_model), "--runs", "40", "--min-seconds", "0.000001", "--warmup", "0"
+        "run", "--model", str(tiny_model), *spec(runs=40, min_seconds=0.000001, warmup=0)
     )
     assert code == 0
     assert the_result(events)["latency_us"]["n"] == 40
@@ -165,7 +175,7 @@ def test_accuracy_and_outputs_match_the_interpreter_in_process(
     np.savez(npz, x=x, y=y)
     out = tmp_path / "sub dir" / "outputs.npy"
     code, events, _ = run_runner(
-        "run", "--model", str(tiny_model), "--runs", "5", "--test-data", str(npz), "--save-outputs", str(out)
+        "run", "--model", str(tiny_model), *spec(runs=5), "--test-data", str(npz), "--save-outputs", str(out)
     )
     assert code == 0
     acc = the_result(events)["accuracy"]
@@ -191,10 +201,7 @@ def test_compiled_model_path_gives_the_same_outputs(
             "run",
             "--model",
             str(tiny_model),
-            "--runs",
-            "20",
-            "--runtime",
-            runtime,
+            *spec(runs=20, runtime=runtime),
             "--test-data",
             str(npz),
             "--save-outputs",
@@ -235,7 +242,7 @@ def test_truncated_model_is_bad_input_in_one_line(tiny_model: Path, tmp_path: Pa
 def test_missing_model_and_bad_options_are_bad_input(tmp_path: Path, tiny_model: Path) -> None:
     code, events, _ = run_runner("run", "--model", str(tmp_path / "absent.tflite"))
     assert code == 2 and "not found" in the_error(events)["message"]
-    code, events, _ = run_runner("run", "--model", str(tiny_model), "--runs", "0")
+    code, events, _ = run_runner("run", "--model", str(tiny_model), *spec(runs=0))
     assert code == 2 and the_error(events)["kind"] == "bad_input"
     code, events, _ = run_runner("run", "--model", str(tiny_model), "--save-outputs", "o.npy")
     assert code == 2 and "--test-data" in the_error(events)["message"]
@@ -256,7 +263,7 @@ def test_bad_test_data_is_bad_input(tiny_model: Path, tmp_path: Path) -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("tflite_runtime") is not None, reason="tflite-runtime installed")
 def test_missing_runtime_is_a_device_error_naming_what_to_install(tiny_model: Path) -> None:
-    code, events, _ = run_runner("run", "--model", str(tiny_model), "--runtime", "tflite-runtime")
+    code, events, _ = run_runner("run", "--model", str(tiny_model), *spec(runtime="tflite-runtime"))
     assert code == 3
     err = the_error(events)
     assert err["kind"] == "runtime_missing" and "tflite-runtime" in err["message"]
@@ -266,7 +273,7 @@ def test_missing_runtime_is_a_device_error_naming_what_to_install(tiny_model: Pa
 def test_the_zipapp_runs_the_same_runner(tiny_model: Path, tmp_path: Path) -> None:
     pyz = build_runner_pyz(tmp_path / "cache")
     assert pyz.name == "runner.pyz"
-    code, events, _ = run_runner("run", "--model", str(tiny_model), "--runs", "10", pyz=pyz)
+    code, events, _ = run_runner("run", "--model", str(tiny_model), *spec(runs=10), pyz=pyz)
     assert code == 0 and the_result(events)["latency_us"]["n"] == 10
     code, events, _ = run_runner("run", "--model", str(tmp_path / "nope.tflite"), pyz=pyz)
     assert code == 2 and the_error(events)["kind"] == "bad_input"
@@ -281,7 +288,7 @@ def test_zipapp_is_deterministic(tmp_path: Path) -> None:
     with zipfile.ZipFile(a) as zf:
         names = zf.namelist()
         assert names == sorted(names)
-        assert "__main__.py" in names and "edgeq_runner/cli.py" in names
+        assert "__main__.py" in names and "edgeq_runner/main.py" in names and "edgeq_runner/delegates/litert.py" in names
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 

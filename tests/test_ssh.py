@@ -26,20 +26,22 @@ from support_faultproxy import FaultProxy
 from support_sshd import SshServer, free_port, keygen, loopback_profile, pin_host_key
 from typer.testing import CliRunner
 
-from edgeq.devices import manage
-from edgeq.devices.cli import app as devices_app
-from edgeq.devices.known_hosts import fingerprint
-from edgeq.devices.profiles import load_profile
-from edgeq.devices.ssh import (
+from edgeq.devices import check as device_check
+from edgeq.devices import setup as device_setup
+from edgeq.devices.connect import device_python
+from edgeq.devices.listing import list_devices
+from edgeq.cli.devices import app as devices_app
+from edgeq.devices.transports.known_hosts import fingerprint
+from edgeq.devices.profile import load_profile
+from edgeq.devices.transports.ssh import (
     PART_SUFFIX,
     CommandTimeout,
     ConnectionLost,
     RetryPolicy,
     SSHTransport,
-    is_inside,
-    remote_path,
 )
-from edgeq.devices.transport import LocalTransport
+from edgeq.devices.paths import check_workdir_spec, is_inside, remote_path, resolve_workdir
+from edgeq.devices.transports.local import LocalTransport
 from edgeq.errors import DeviceError, UserInputError
 
 DEVICE_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
@@ -116,13 +118,17 @@ LOOP = "import sys, time\nprint('started', flush=True)\nwhile True:\n    time.sl
 def test_remote_path_confines_to_workdir() -> None:
     assert remote_path("/w", "models", "a b;$(x).tflite") == "/w/models/a b;$(x).tflite"
     assert remote_path("/w/", "./a//b/", "c") == "/w/a/b/c"
-    assert remote_path("~/edgeq", "m") == "~/edgeq/m"
+    assert resolve_workdir("~/edgeq", "/home/pi") == "/home/pi/edgeq"
+    assert resolve_workdir("/srv/e", "/home/pi") == "/srv/e"
     for bad in (("..",), ("a/../../etc",), ("/etc/passwd",), ("a\x00b",)):
         with pytest.raises(UserInputError):
             remote_path("/w", *bad)
-    for bad_root in ("relative", "/", "", "/a/../b", "~other/x"):
+    for bad_root in ("relative", "/", "", "/a/../b", "~other/x", "~/edgeq"):
         with pytest.raises(UserInputError):
             remote_path(bad_root, "x")
+    for bad_spec in ("relative", "/", "~", "~/", "", "~/a/../b", "~other/x"):
+        with pytest.raises(UserInputError):
+            check_workdir_spec(bad_spec)
     assert is_inside("/w", "/w/a") and not is_inside("/w", "/wx/a") and not is_inside("/w", "/w/../etc")
 
 
@@ -636,7 +642,7 @@ def test_from_profile(trusted: SshServer, wd: Path, tmp_path: Path) -> None:
     )
     p = load_profile(str(prof))
     with SSHTransport.from_profile(p) as t:
-        assert t.workdir == f"{t.home}/{p.workdir[2:]}" and t.workdir.startswith("/")
+        assert t.workdir == f"{t.home}/{p.endpoint.workdir[2:]}" and t.workdir.startswith("/")
         assert t.name == "loop" and t.run(["true"]).exit_code == 0
 
 
@@ -644,7 +650,7 @@ def test_from_profile(trusted: SshServer, wd: Path, tmp_path: Path) -> None:
 
 
 def test_devices_check_local() -> None:
-    report = manage.check_device(load_profile("local"))
+    report = device_check.check_device(load_profile("local"))
     items = {i.name: i for i in report.items}
     assert report.ok, [i for i in report.items if i.status == "FAIL"]
     assert items["connect"].detail.startswith("local") and items["arch"].status == "OK"
@@ -716,7 +722,7 @@ def test_devices_setup_is_idempotent(trusted: SshServer, tmp_path: Path) -> None
     p = load_profile(str(prof))
     kw = {"requirements": ["edgeq-fake-runtime==1.0"], "module": "edgeq_fake_runtime"}
     pip_lines: list[str] = []
-    first = manage.setup_device(p, on_output=pip_lines.append, **kw)  # type: ignore[arg-type]
+    first = device_setup.setup_device(p, on_output=pip_lines.append, **kw)  # type: ignore[arg-type]
     steps = {s.name: s for s in first.steps}
     assert first.ok, first.steps
     assert steps["workdir"].status == "done" and steps["venv"].status == "done"
@@ -728,25 +734,26 @@ def test_devices_setup_is_idempotent(trusted: SshServer, tmp_path: Path) -> None
     cfg = (venv_py.parent.parent / "pyvenv.cfg").read_text()
     assert "include-system-site-packages = true" in cfg
 
-    second = manage.setup_device(p, **kw)  # type: ignore[arg-type]
+    second = device_setup.setup_device(p, **kw)  # type: ignore[arg-type]
     assert second.ok and not second.changed, second.steps
     assert [s.status for s in second.steps] == ["ok"] * len(second.steps)
     assert "already installed" in {s.name: s for s in second.steps}["packages"].detail
 
     with SSHTransport.from_profile(p) as t:
-        assert manage.device_python(t, p) == str(venv_py)
+        assert device_python(t, p, t.workdir) == str(venv_py)
 
 
 def test_setup_reports_failures_as_steps(trusted: SshServer, tmp_path: Path) -> None:
     prof = loopback_profile(trusted, tmp_path / "p", "/no/such/python3")
-    report = manage.setup_device(load_profile(str(prof)))
+    report = device_setup.setup_device(load_profile(str(prof)))
     assert not report.ok and report.steps[-1].name == "python" and "not found" in report.steps[-1].detail
-    template = manage.setup_device(load_profile("rpi4"))
+    template = device_setup.setup_device(load_profile("rpi4"))
     assert not template.ok and "--host" in template.steps[0].hint
 
 
 def test_local_transport_satisfies_the_same_calls(tmp_path: Path) -> None:
-    # what manage relies on works the same through LocalTransport
+    # what check and setup rely on works the same through LocalTransport
     p = load_profile("local")
-    assert manage.device_workdir(LocalTransport(), p) == p.workdir
-    assert manage.device_python(LocalTransport(), p) == sys.executable
+    t = LocalTransport(p.endpoint.workdir)
+    assert t.workdir == p.endpoint.workdir and t.is_local and t.connect() == "local device (no SSH)"
+    assert device_python(t, p, t.workdir) == sys.executable

@@ -180,9 +180,9 @@ def test_without_the_kernels_one_line_names_the_missing_op(models: dict[str, Pat
 def test_a_kernel_error_surfaces_with_the_op_name(
     models: dict[str, Path], library: Path, tmp_path: Path
 ) -> None:
-    from ai_edge_litert.tools import flatbuffer_utils as fbu
+    from edgeq import tflite
 
-    m = fbu.read_model_from_bytearray(bytearray(models["fc"].read_bytes()))
+    m = tflite.read_model(models["fc"]).model
     sg = m.subgraphs[0]
     op = next(o for o in sg.operators if len(o.inputs) == 3)
     buf = m.buffers[sg.tensors[op.inputs[2]].buffer]
@@ -191,7 +191,7 @@ def test_a_kernel_error_surfaces_with_the_op_name(
     buf.data = np.frombuffer(words.tobytes(), np.uint8)
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(
-        rewrite._serialize_aligned(m, fbu, [sg.tensors[op.inputs[1]].buffer, sg.tensors[op.inputs[2]].buffer])
+        rewrite._serialize_aligned(m, [sg.tensors[op.inputs[1]].buffer, sg.tensors[op.inputs[2]].buffer])
     )
     with (
         LiteRtSession(library, bad) as s,

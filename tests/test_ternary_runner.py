@@ -13,13 +13,16 @@ import numpy as np
 import pytest
 from test_ternary_litert import _convert, _reference_chain
 
-from edgeq import api, profiling
-from edgeq.devices.transport import LocalTransport
+import json
+
+from edgeq import api, remote
+from edgeq.devices.transports.local import LocalTransport
 from edgeq.errors import DeviceError
 from edgeq.ops import rewrite
 from edgeq.ops.build import build_library
 from edgeq.runner.measure import quantize
 from edgeq.runner.modelfile import read_model
+from support_profile import profile
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,7 +43,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pyz() -> Path:
-    return profiling.build_runner_pyz()
+    return remote.build_runner_pyz()
 
 
 def runner(pyz: Path, *args: str | Path, env: dict[str, str] | None = None) -> tuple[int, list[dict], str]:
@@ -80,7 +83,7 @@ def test_runner_runs_a_custom_op_model_bit_exact(chain: Path, pyz: Path, tmp_pat
     td, saved = tmp_path / "td.npz", tmp_path / "out.npy"
     np.savez(td, x=x, y=y)
     code, events, err = runner(
-        pyz, "run", "--model", chain, "--custom-ops-lib", build_library(), "--runs", "30", "--warmup", "2",
+        pyz, "run", "--model", chain, "--custom-ops-lib", build_library(), "--spec", json.dumps({"runs": 30, "warmup": 2}),
         "--test-data", td, "--save-outputs", saved,
     )  # fmt: skip
     assert code == 0, err
@@ -95,6 +98,9 @@ def test_runner_runs_a_custom_op_model_bit_exact(chain: Path, pyz: Path, tmp_pat
     assert r["accuracy"]["top1"] == float(np.mean(want.argmax(axis=1) == y))
 
 
+ONE = ["--spec", '{"runs": 1}']
+
+
 def _one_error(code: int, events: list[dict]) -> dict:
     assert code == 3, events
     assert [e["event"] for e in events if e["event"] in ("result", "error")] == ["error"]
@@ -104,17 +110,17 @@ def _one_error(code: int, events: list[dict]) -> dict:
 
 
 def test_missing_kernel_library_is_one_line_naming_the_op(chain: Path, pyz: Path, tmp_path: Path) -> None:
-    err = _one_error(*runner(pyz, "run", "--model", chain, "--runs", "1")[:2])
+    err = _one_error(*runner(pyz, "run", "--model", chain, *ONE)[:2])
     assert err["kind"] == "runtime_missing"
     assert "EDGEQ_TERNARY_CONV2D (op 0)" in err["message"] and "no kernel library" in err["message"]
     assert "libedgeq_ops.so" in err["hint"]
     gone = tmp_path / "libedgeq_ops.so"
-    err = _one_error(*runner(pyz, "run", "--model", chain, "--custom-ops-lib", gone, "--runs", "1")[:2])
+    err = _one_error(*runner(pyz, "run", "--model", chain, "--custom-ops-lib", gone, *ONE)[:2])
     assert str(gone) in err["message"]
     # The host turns it into a DeviceError with the same line.
     with pytest.raises(DeviceError, match=r"EDGEQ_TERNARY_CONV2D \(op 0\)"):
-        profiling.run_runner(
-            LocalTransport(), [sys.executable, str(pyz), "run", "--model", str(chain), "--runs", "1"], "local"
+        remote.run_runner(
+            LocalTransport(), [sys.executable, str(pyz), "run", "--model", str(chain), *ONE], "local"
         )
 
 
@@ -124,9 +130,7 @@ def test_device_without_libLiteRt_is_one_line_naming_the_op(chain: Path, pyz: Pa
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("")
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(fake.parent)}
-    code, events, _ = runner(
-        pyz, "run", "--model", chain, "--custom-ops-lib", build_library(), "--runs", "1", env=env
-    )
+    code, events, _ = runner(pyz, "run", "--model", chain, "--custom-ops-lib", build_library(), *ONE, env=env)
     err = _one_error(code, events)
     assert "EDGEQ_TERNARY_CONV2D" in err["message"] and "libLiteRt.so" in err["message"]
     assert "pip install ai-edge-litert" in err["hint"]
@@ -134,7 +138,14 @@ def test_device_without_libLiteRt_is_one_line_naming_the_op(chain: Path, pyz: Pa
 
 def test_explicit_other_runtime_is_refused(chain: Path, pyz: Path) -> None:
     code, events, _ = runner(
-        pyz, "run", "--model", chain, "--custom-ops-lib", build_library(), "--runtime", "tflite-runtime"
+        pyz,
+        "run",
+        "--model",
+        chain,
+        "--custom-ops-lib",
+        build_library(),
+        "--spec",
+        '{"runtime": "tflite-runtime"}',
     )
     err = _one_error(code, events)
     assert "EDGEQ_TERNARY_CONV2D" in err["message"] and "tflite-runtime" in err["message"]
@@ -162,6 +173,6 @@ def test_plain_model_ships_no_library(
 def test_profile_local_runs_custom_ops(chain: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEQ_HOME", str(tmp_path / "home"))
     events: list[dict[str, Any]] = []
-    r = profiling.profile(chain, runs=5, warmup=1, on_event=events.append)
+    r = profile(chain, runs=5, warmup=1, on_event=events.append)
     assert r["custom_ops"] == ["EDGEQ_TERNARY_CONV2D", "EDGEQ_TERNARY_FC"]
     assert [e["kind"] for e in events if e["event"] == "deploy"] == ["runner", "models", "lib"]

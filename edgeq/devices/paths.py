@@ -56,6 +56,8 @@ def check_workdir(workdir: str) -> str:
             f"device workdir must be an absolute POSIX path, got {workdir!r}",
             "set the device's workdir to an absolute path such as /home/pi/.cache/edgeq",
         )
+    if ".." in workdir.split("/"):
+        raise UserInputError(f"device workdir must not contain '..': {workdir!r}", "write the path out in full")
     norm = posixpath.normpath(workdir)
     if norm.startswith("//"):
         norm = "/" + norm.lstrip("/")
@@ -132,7 +134,7 @@ def confine(workdir: str, remote: str) -> str:
         raise UserInputError(f"bad remote path {remote!r}", "build remote paths with remote_path()")
     root = check_workdir(workdir)
     full = remote if remote.startswith("/") else posixpath.join(root, remote)
-    if not is_inside(root, full) or posixpath.normpath(full) == root:
+    if remote.startswith("~") or not is_inside(root, full) or posixpath.normpath(full) == root:
         raise UserInputError(
             f"remote path {remote!r} is outside the device workdir {root}",
             "edgeq only writes inside the workdir of the device profile",

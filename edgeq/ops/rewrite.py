@@ -149,7 +149,7 @@ def to_ternary_ops(
             "pass the indices shown by 'edgeq inspect'",
         )
     const = sorted({sg.tensors[i].buffer for d in done for i in sg.operators[d.index].inputs[1:]})
-    return _serialize_aligned(model, fbu, const), done
+    return _serialize_aligned(model, const), done
 
 
 def to_ternary_ops_lossless(
@@ -176,7 +176,7 @@ def to_ternary_ops_lossless(
     return to_ternary_ops(model_bytes, only=keep)
 
 
-def _serialize_aligned(model: Any, fbu: Any, buffers: list[int]) -> bytes:
+def _serialize_aligned(model: Any, buffers: list[int]) -> bytes:
     """Serialize with ``buffers`` stored after the flatbuffer at 64-byte aligned file offsets.
 
     LiteRT hands a custom op its constant inputs as host-memory tensor buffers, which must be
