@@ -148,7 +148,7 @@ def check_lines(facts: Mapping[str, Any], device: str = "CPU", runtime_version: 
         lines.append(
             (
                 WARN,
-                "libopenvino_c not found: invoke goes through the Python binding (~5 us more per call)",
+                "no usable libopenvino_c (2026 API) beside the package: invoke goes through the Python binding (~5 us more per call)",
                 f"{INSTALL_HINT} (the wheels ship libopenvino_c)",
             )
         )
