@@ -85,7 +85,11 @@ def train(
     on_event({"stage": "train", "message": f"training {arch} ({count_params(model)} parameters)"})
     train_float(model, ds, FitConfig(epochs, seed=opts.seed), epoch_reporter("train", on_event))
     save_model(model, out)
-    return {"model": str(out), "params": count_params(model), "accuracy": accuracy(model, ds.x_test, ds.y_test)}
+    return {
+        "model": str(out),
+        "params": count_params(model),
+        "accuracy": accuracy(model, ds.x_test, ds.y_test),
+    }
 
 
 def distill(
@@ -247,7 +251,9 @@ def pipeline(out: Path, opts: PipelineOptions | None = None, on_event: EventCall
 # Devices
 
 
-def measure_spec(target: DeviceTarget | None = None, measure: Mapping[str, Any] | MeasureSpec | None = None) -> MeasureSpec:
+def measure_spec(
+    target: DeviceTarget | None = None, measure: Mapping[str, Any] | MeasureSpec | None = None
+) -> MeasureSpec:
     """The measurement ``profile`` would run: a MeasureSpec as given, or ``measure`` settings on top of
     the device profile's defaults (see :meth:`~edgeq.devices.profile.DeviceProfile.measure_spec`)."""
     if isinstance(measure, MeasureSpec):
@@ -289,7 +295,9 @@ def profile(
     return result
 
 
-def deploy(model: Path, target: DeviceTarget | None = None, *, on_event: EventCallback = noop) -> dict[str, Any]:
+def deploy(
+    model: Path, target: DeviceTarget | None = None, *, on_event: EventCallback = noop
+) -> dict[str, Any]:
     """Copy ``model`` and the runner to the device (content-addressed; what is there is not resent).
 
     A model with EDGEQ_* custom ops also gets ``libedgeq_ops.so`` built for the device's architecture

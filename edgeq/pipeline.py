@@ -104,9 +104,15 @@ def run_pipeline(out: Path, o: PipelineOptions, on_event: EventCallback) -> Repo
     from edgeq.train.core import FitConfig, accuracy, quantize_aware, train_float
     from edgeq.train.core import distill as _distill
 
-    for name, n in (("teacher_epochs", o.teacher_epochs), ("student_epochs", o.student_epochs), ("qat_epochs", o.qat_epochs)):
+    for name, n in (
+        ("teacher_epochs", o.teacher_epochs),
+        ("student_epochs", o.student_epochs),
+        ("qat_epochs", o.qat_epochs),
+    ):
         if n < 1:
-            raise UserInputError(f"{name} must be at least 1, got {n}", f"pass --{name.replace('_', '-')} 1 or more")
+            raise UserInputError(
+                f"{name} must be at least 1, got {n}", f"pass --{name.replace('_', '-')} 1 or more"
+            )
     if o.max_accuracy_drop < 0:
         raise UserInputError(f"--max-accuracy-drop must be ≥ 0, got {o.max_accuracy_drop}", "pass e.g. 1.0")
     if o.weights not in WEIGHTS:

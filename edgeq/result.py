@@ -149,13 +149,13 @@ class Result(_Strict):
 
     SCHEMA: ClassVar[str] = RESULT_SCHEMA
 
-    schema_: Literal["edgeq.result/1"] = Field(RESULT_SCHEMA, alias="schema")
+    schema_: Literal["edgeq.result/1"] = Field("edgeq.result/1", alias="schema")
     timestamp: str
     init_ms: float
     latency_us: LatencyStats
     peak_rss_kb: int | None = None
     memory: Memory | None = None
-    execution: Execution = Execution()
+    execution: Execution = Field(default_factory=Execution)
     device: DeviceInfo
     model: ModelRef
     config: dict[str, Any] = Field(description="what the runner really used (runs, warm-up, threads...)")
@@ -194,7 +194,7 @@ class Report(_Open):
 
     SCHEMA: ClassVar[str] = REPORT_SCHEMA
 
-    schema_: Literal["edgeq.report/1"] = Field(REPORT_SCHEMA, alias="schema")
+    schema_: Literal["edgeq.report/1"] = Field("edgeq.report/1", alias="schema")
     created: str
     dataset: dict[str, Any]
     recipe: dict[str, Any]
@@ -231,7 +231,9 @@ def _validate(cls: Any, data: Any, where: str) -> Any:
     schema = cls.SCHEMA
     if not isinstance(data, dict) or data.get("schema") != schema:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise UserInputError(f"{where} is not an {schema} file (schema {found!r})", "pass a file written by edgeq")
+        raise UserInputError(
+            f"{where} is not an {schema} file (schema {found!r})", "pass a file written by edgeq"
+        )
     try:
         return cls.model_validate(data)
     except ValidationError as exc:

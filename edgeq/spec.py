@@ -35,7 +35,9 @@ def build_spec(values: Mapping[str, Any], where: str, names: Mapping[str, str] |
                 message = message.replace(f"measurement setting {setting} ", f"{written} ")
             else:
                 message = message.replace(f"measurement setting {setting} ", f"key '{written}' ")
-        raise UserInputError(message if message.startswith("--") else f"{where}: {message}", exc.hint) from None
+        raise UserInputError(
+            message if message.startswith("--") else f"{where}: {message}", exc.hint
+        ) from None
     return spec
 
 

@@ -653,7 +653,7 @@ def test_profile_checks_sensor_settings_before_sending_anything(
 
 
 def test_new_runner_modules_ship_in_the_zipapp_and_stay_python_3_8() -> None:
-    from edgeq.remote import runner_pyz_bytes
+    from edgeq.runner_zip import runner_pyz_bytes
 
     names = zipfile.ZipFile(io.BytesIO(runner_pyz_bytes())).namelist()
     sensors = sorted((REPO / "edgeq" / "runner" / "sensors").glob("*.py"))

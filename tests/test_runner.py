@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgeq.remote import build_runner_pyz, runner_pyz_bytes
 from edgeq.runner.measure import quantize
+from edgeq.runner_zip import build_runner_pyz, runner_pyz_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNER_DIR = REPO / "edgeq" / "runner"
@@ -150,9 +150,7 @@ def test_progress_is_throttled(tiny_model: Path) -> None:
 
 
 def test_min_seconds_keeps_measuring_past_runs(tiny_model: Path) -> None:
-    code, events, _ = run_runner(
-        "run", "--model", str(tiny_model), *spec(runs=5, min_seconds=0.3, warmup=0)
-    )
+    code, events, _ = run_runner("run", "--model", str(tiny_model), *spec(runs=5, min_seconds=0.3, warmup=0))
     assert code == 0
     lat = the_result(events)["latency_us"]
     assert lat["wall_s"] >= 0.3
@@ -288,7 +286,11 @@ def test_zipapp_is_deterministic(tmp_path: Path) -> None:
     with zipfile.ZipFile(a) as zf:
         names = zf.namelist()
         assert names == sorted(names)
-        assert "__main__.py" in names and "edgeq_runner/main.py" in names and "edgeq_runner/delegates/litert.py" in names
+        assert (
+            "__main__.py" in names
+            and "edgeq_runner/main.py" in names
+            and "edgeq_runner/delegates/litert.py" in names
+        )
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 

@@ -322,7 +322,7 @@ def test_an_unreadable_zone_is_listed_with_its_error(tmp_path: Path) -> None:
 
 def test_the_sensors_ship_in_runner_pyz_and_probe_without_numpy(tmp_path: Path) -> None:
     """The registry loads its modules by name inside the zipapp (package edgeq_runner), with no NumPy."""
-    from edgeq.remote import runner_pyz_bytes
+    from edgeq.runner_zip import runner_pyz_bytes
 
     pyz = tmp_path / "runner.pyz"
     pyz.write_bytes(runner_pyz_bytes())

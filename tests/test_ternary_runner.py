@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support_profile import profile
 from test_ternary_litert import _convert, _reference_chain
-
-import json
 
 from edgeq import api, remote
 from edgeq.devices.transports.local import LocalTransport
@@ -22,7 +21,7 @@ from edgeq.ops import rewrite
 from edgeq.ops.build import build_library
 from edgeq.runner.measure import quantize
 from edgeq.runner.modelfile import read_model
-from support_profile import profile
+from edgeq.runner_zip import build_runner_pyz
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,7 +42,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def pyz() -> Path:
-    return remote.build_runner_pyz()
+    return build_runner_pyz()
 
 
 def runner(pyz: Path, *args: str | Path, env: dict[str, str] | None = None) -> tuple[int, list[dict], str]:

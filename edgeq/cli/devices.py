@@ -13,11 +13,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from edgeq.cli.app import HostOpt, JsonOpt, ProfilesOpt, TrustOpt, err, out
 from edgeq.devices import check as device_check
 from edgeq.devices import setup as device_setup
 from edgeq.devices.listing import list_devices
 from edgeq.devices.profile import DeviceProfile, load_profile
-from edgeq.cli.app import HostOpt, JsonOpt, ProfilesOpt, TrustOpt, err, out
 from edgeq.errors import EXIT_DEVICE
 
 app = typer.Typer(
@@ -159,7 +159,9 @@ def setup_cmd(
                 if line.strip():
                     status.update(f"pip: {line.strip()[:100]}")
 
-            report = device_setup.setup_device(p, trust_new_host=trust_new_host, on_step=show, on_output=pip_line)
+            report = device_setup.setup_device(
+                p, trust_new_host=trust_new_host, on_step=show, on_output=pip_line
+            )
     if as_json:
         _print_json(report.to_dict())
     elif report.ok:

@@ -22,8 +22,8 @@ from edgeq.cli.app import (
     DeviceOpt,
     HostOpt,
     JsonOpt,
-    Progress,
     ProfilesOpt,
+    Progress,
     TrustOpt,
     err,
     out,
@@ -41,17 +41,31 @@ _OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "min_seconds": (float | None, None, "Keep timing until this many seconds have passed, too."),
     "threads": (int | None, None, "Interpreter threads (default: the profile's, else 1)."),
     "runtime": (str | None, None, "Runtime: " + ", ".join(RUNTIME_CHOICES) + " (default: the profile's)."),
-    "delegate": (str | None, None, "Where the ops run: " + ", ".join(DELEGATES) + " (default: the profile's)."),
+    "delegate": (
+        str | None,
+        None,
+        "Where the ops run: " + ", ".join(DELEGATES) + " (default: the profile's).",
+    ),
     "delegate_option": (list[str] | None, None, "KEY=VALUE delegate setting, repeatable (e.g. device=NPU)."),
-    "min_delegate_coverage": (str | None, None, "Fail (exit 4) unless this share of ops runs on the delegate: "
-                              "'all' or a fraction."),
+    "min_delegate_coverage": (
+        str | None,
+        None,
+        "Fail (exit 4) unless this share of ops runs on the delegate: " "'all' or a fraction.",
+    ),
     "timeout": (float | None, None, "Seconds the device run may take (default: the profile's, else 600)."),
     "samples": (int | None, None, "Raw latency samples kept in the result, at most (default 10000)."),
     "power": (bool, False, "Measure power and energy per inference with the device's sensor."),
-    "power_source": (str | None, None, "Use this power source instead of the profile's (ina2xx, ina3221, "
-                     "jetson-iio, rpi5-pmic, rapl, external, auto); implies --power."),
-    "power_config": (str | None, None, "The whole power config as JSON (e.g. an external meter command); "
-                     "implies --power."),
+    "power_source": (
+        str | None,
+        None,
+        "Use this power source instead of the profile's (ina2xx, ina3221, "
+        "jetson-iio, rpi5-pmic, rapl, external, auto); implies --power.",
+    ),
+    "power_config": (
+        str | None,
+        None,
+        "The whole power config as JSON (e.g. an external meter command); " "implies --power.",
+    ),
     "power_idle": (float | None, None, "Idle baseline before the run, seconds (default 2)."),
     "power_rate": (float | None, None, "Power sampling rate, Hz (default 100, never above the sensor's)."),
     "thermal": (bool | None, None, "Record temperatures, clocks and throttling (on with --power)."),
@@ -118,7 +132,9 @@ def _thermal(o: dict[str, Any]) -> bool | dict[str, Any] | None:
     }
     if o["thermal"] is False:
         if extra:
-            raise UserInputError("--set-governor and --cool-down-below need thermal recording", "drop --no-thermal")
+            raise UserInputError(
+                "--set-governor and --cool-down-below need thermal recording", "drop --no-thermal"
+            )
         return False
     return extra or o["thermal"]
 
@@ -131,13 +147,17 @@ def settings_from_options(o: dict[str, Any]) -> dict[str, Any]:
         for item in o["delegate_option"]:
             key, sep, value = item.partition("=")
             if not sep or not key:
-                raise UserInputError(f"--delegate-option {item!r} is not KEY=VALUE", "pass e.g. --delegate-option device=NPU")
+                raise UserInputError(
+                    f"--delegate-option {item!r} is not KEY=VALUE", "pass e.g. --delegate-option device=NPU"
+                )
             opts[key.strip()] = value.strip()
         settings["delegate_options"] = opts
     if o["min_delegate_coverage"] is not None:
         from edgeq.coverage import parse_min_coverage
 
-        settings["min_delegate_coverage"] = parse_min_coverage(o["min_delegate_coverage"], "--min-delegate-coverage")
+        settings["min_delegate_coverage"] = parse_min_coverage(
+            o["min_delegate_coverage"], "--min-delegate-coverage"
+        )
     build_spec(settings, "command line", {s: _flag(n) for n, s in _SETTING.items()})
     power = _power(o)
     if power is not None:

@@ -9,7 +9,18 @@ import typer
 from rich.table import Table
 
 from edgeq import api
-from edgeq.cli.app import DataOpt, ImageSizeOpt, JsonOpt, Progress, SeedOpt, data_options, emit, out, print_json
+from edgeq.cli.app import (
+    DataOpt,
+    ImageSizeOpt,
+    JsonOpt,
+    Progress,
+    SeedOpt,
+    data_options,
+    emit,
+    out,
+    print_json,
+)
+
 
 def train(
     out_path: Annotated[Path, typer.Option("--out", help="Where to save the model (.keras).")] = Path(
@@ -24,7 +35,9 @@ def train(
 ) -> None:
     """Train a built-in float model on a dataset."""
     progress = Progress()
-    res = api.train(out_path, data=data_options(data, image_size, seed), arch=arch, epochs=epochs, on_event=progress)
+    res = api.train(
+        out_path, data=data_options(data, image_size, seed), arch=arch, epochs=epochs, on_event=progress
+    )
     progress.close()
     emit(res, as_json)
 
@@ -186,5 +199,3 @@ def _render_inspect(info: dict[str, Any]) -> None:
                 f"{row.get('mean_squared_error', float('nan')):.3g}",
             )
         out.print(d)
-
-

@@ -3,6 +3,7 @@ to do. Never raises for a device problem: an unreachable device is a FAIL item."
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,10 +40,6 @@ def _wheel_range(profile: DeviceProfile) -> tuple[tuple[int, int], tuple[int, in
         if profile.board.runtime == runtime and profile.board.runtime_version.startswith(prefix):
             return rng
     return None
-
-
-def fmt_version(v: tuple[int, int]) -> str:
-    return f"{v[0]}.{v[1]}"
 
 
 @dataclass(frozen=True)
@@ -256,22 +253,7 @@ def _check_connected(
         add("numpy", OK, numpy)
 
     _check_delegate(profile, facts.get("delegate") or {}, add)
-    _check_power(profile, facts, add)
-    _check_thermal(profile, facts.get("thermal") or [], add)
-
-    govs: dict[str, list[str]] = facts.get("governors") or {}
-    if not govs:
-        add("governor", WARN, "no cpufreq in /sys (a VM or fixed clocks): the governor cannot be checked")
-    elif profile.board.governor and set(govs) != {profile.board.governor}:
-        now = ", ".join(f"{g} ({len(c)} CPUs)" for g, c in govs.items())
-        add(
-            "governor",
-            WARN,
-            f"{now}; profile wants {profile.board.governor} for stable numbers",
-            f"echo {profile.board.governor} | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor",
-        )
-    else:
-        add("governor", OK, ", ".join(govs))
+    _check_sensors(profile, t, python, workdir, facts, add)
 
     free = facts.get("disk_free_mb", 0)
     if not facts.get("workdir_writable"):
@@ -330,71 +312,102 @@ def _check_delegate(profile: DeviceProfile, d: dict[str, Any], add: Callable[...
             add("delegate", OK, f"openvino: {want} available ({', '.join(devices)})")
 
 
-def _check_power(profile: DeviceProfile, f: dict[str, Any], add: Callable[..., None]) -> None:
-    src = profile.board.power_source
-    hwmon: list[str] = f.get("hwmon") or []
-    if src == "none":
-        add("power", OK, "not measured (no power sensor in this profile)")
-    elif src == "rapl":
-        r = f.get("rapl") or {}
-        if not r.get("present"):
-            add(
-                "power",
-                WARN,
-                "no RAPL (/sys/class/powercap/intel-rapl:0): energy will not be measured",
-                "a VM or a CPU without RAPL",
-            )
-        elif not r.get("readable"):
-            add(
-                "power",
-                WARN,
-                "RAPL present but energy_uj is readable by root only",
-                "run the device side as root, or chmod o+r energy_uj (udev rule)",
-            )
-        else:
-            add("power", OK, "RAPL package energy readable")
-    elif src in ("ina3221", "hwmon"):
-        want = profile.board.power_sensor or "ina3221"
-        if any(want in h for h in hwmon):
-            add("power", OK, f"hwmon sensor {want} found")
-        else:
-            add(
-                "power",
-                WARN,
-                f"hwmon sensor {want} not found (hwmon: {', '.join(hwmon) or 'none'})",
-                "check the sensor driver is loaded",
-            )
-    elif src == "rpi5-pmic":
-        if f.get("vcgencmd"):
-            add("power", OK, "vcgencmd pmic_read_adc available")
-        else:
-            add("power", WARN, "vcgencmd not found: PMIC power cannot be read", "install libraspberrypi-bin")
+def _sensor_facts(
+    profile: DeviceProfile, t: Transport, python: str, workdir: str, writable: bool
+) -> tuple[dict[str, Any] | None, str]:
+    """Ask the runner's own sensor modules on the device (``runner.pyz sensors``); (answer, why not)."""
+    from edgeq.devices.deploy import deploy_file
+    from edgeq.runner_zip import build_runner_pyz
+
+    if not writable:
+        return None, f"{workdir} is not writable, so the runner cannot be put there to ask the sensors"
+    b = profile.board
+    power = None if b.power_source == "none" else json.dumps(profile.measure_spec({"power": True}).power)
+    try:
+        runner = deploy_file(t, python, workdir, build_runner_pyz(), "runner")
+        argv = [python, runner.remote_path, "sensors", "--sysfs-root", b.sysfs_root, "--vcgencmd", b.vcgencmd]
+        answer, res = run_json(t, argv + (["--power-config", power] if power else []))
+    except (DeviceError, UserInputError) as exc:
+        return None, exc.message
+    if answer is None or "result" not in answer:
+        return None, f"the runner could not list the sensors: {last_line(res)}"
+    result: dict[str, Any] = answer["result"]
+    return result, ""
 
 
-def _check_thermal(profile: DeviceProfile, zones: list[dict[str, Any]], add: Callable[..., None]) -> None:
-    if not zones:
-        add("thermal", WARN, "no thermal zones in /sys/class/thermal: temperatures will not be recorded")
+def _check_sensors(
+    profile: DeviceProfile,
+    t: Transport,
+    python: str,
+    workdir: str,
+    facts: dict[str, Any],
+    add: Callable[..., None],
+) -> None:
+    b = profile.board
+    sensors, why = _sensor_facts(profile, t, python, workdir, bool(facts.get("workdir_writable")))
+    if sensors is None:
+        add("sensors", WARN, f"sensors not checked: {why}", f"run: edgeq devices setup {profile.name}")
         return
-    types = [z.get("type", "?") for z in zones]
-    missing = [z for z in profile.board.thermal_zones if z not in types]
-    shown = ", ".join(
-        f"{z.get('type', '?')} {z['temp_c']:.1f} C" if "temp_c" in z else z.get("type", "?") for z in zones
-    )
-    if missing:
+    sources: dict[str, dict[str, Any]] = sensors["power"]["sources"]
+    configured = sensors["power"].get("configured")
+    others = [n for n, e in sources.items() if e.get("present") and n != (configured or {}).get("reader")]
+    also = f" (also here: {', '.join(others)})" if others else ""
+    if configured is None:
+        add("power", OK, f"not measured: the profile has no power_source{also}")
+    elif configured.get("present"):
+        add("power", OK, f"{configured['source']}: {configured['detail']}")
+    elif configured.get("status") == "unknown":
+        add("power", WARN, f"{configured['source']}: {configured['detail']}", configured.get("hint", ""))
+    else:
+        needs = sources.get(configured.get("reader") or configured["source"], {}).get("needs", "")
+        add(
+            "power",
+            WARN,
+            f"{configured['source']}: {configured['detail']}" + (f" (needs {needs})" if needs else ""),
+            configured.get("hint") or "set power_source in the profile to a sensor the board has" + also,
+        )
+    zones = sensors["thermal"]["zones"]
+    if not zones:
         add(
             "thermal",
             WARN,
-            f"zones {', '.join(missing)} not found; found: {shown}",
-            "set thermal_zones in the profile to the types found",
+            f"no thermal zones under {b.sysfs_root}/class/thermal: temperatures will not be recorded",
         )
     else:
-        add("thermal", OK, shown)
-    temps = [z["temp_c"] for z in zones if "temp_c" in z]
-    if temps and max(temps) >= 80:
-        add(
-            "temperature",
-            WARN,
-            f"hottest zone at {max(temps):.1f} C: the device may throttle",
-            "let it cool down or improve cooling",
+        types = [z.get("type") or "?" for z in zones]
+        shown = ", ".join(
+            f"{z.get('type')} {z['temp_c']:.1f} C" if z.get("temp_c") is not None else str(z.get("type"))
+            for z in zones
         )
-
+        missing = [z for z in b.thermal_zones if z not in types]
+        if missing:
+            add(
+                "thermal",
+                WARN,
+                f"zones {', '.join(missing)} not found; found: {shown}",
+                "set thermal_zones in the profile to the types found",
+            )
+        else:
+            add("thermal", OK, shown)
+        temps = [z["temp_c"] for z in zones if z.get("temp_c") is not None]
+        if temps and max(temps) >= 80:
+            add(
+                "temperature",
+                WARN,
+                f"hottest zone at {max(temps):.1f} C: the device may throttle",
+                "let it cool down or improve cooling",
+            )
+    policies = sensors["cpufreq"]["policies"]
+    governors = sorted({p.get("governor") for p in policies if p.get("governor")})
+    if not governors:
+        add("governor", WARN, "no cpufreq in /sys (a VM or fixed clocks): the governor cannot be checked")
+    elif b.governor and governors != [b.governor]:
+        add(
+            "governor",
+            WARN,
+            f"{', '.join(governors)}; profile wants {b.governor} for stable numbers",
+            f"pass --set-governor {b.governor} to profile, or: echo {b.governor} | sudo tee "
+            "/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor",
+        )
+    else:
+        add("governor", OK, ", ".join(governors))

@@ -9,6 +9,7 @@ from typing import Any
 
 from edgeq.devices.profile import ProfileEntry, list_profiles
 
+
 @dataclass(frozen=True)
 class DeviceRow:
     """One line of ``devices list``."""
@@ -53,4 +54,3 @@ def _row(e: ProfileEntry) -> DeviceRow:
         "",
         e.shadows,
     )
-

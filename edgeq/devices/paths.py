@@ -57,7 +57,9 @@ def check_workdir(workdir: str) -> str:
             "set the device's workdir to an absolute path such as /home/pi/.cache/edgeq",
         )
     if ".." in workdir.split("/"):
-        raise UserInputError(f"device workdir must not contain '..': {workdir!r}", "write the path out in full")
+        raise UserInputError(
+            f"device workdir must not contain '..': {workdir!r}", "write the path out in full"
+        )
     norm = posixpath.normpath(workdir)
     if norm.startswith("//"):
         norm = "/" + norm.lstrip("/")
@@ -124,8 +126,6 @@ def is_inside(workdir: str, path: str) -> bool:
     norm = posixpath.normpath(path)
     root = posixpath.normpath(workdir)
     return norm == root or norm.startswith(root.rstrip("/") + "/")
-
-
 
 
 def confine(workdir: str, remote: str) -> str:

@@ -89,32 +89,6 @@ if delegate == "openvino":
     except BaseException as e:
         deleg["error"] = (type(e).__name__ + ": " + str(e)).splitlines()[0][:300]
 out["delegate"] = deleg
-out["hwmon"] = []
-for d in sorted(glob.glob("/sys/class/hwmon/hwmon*")):
-    try:
-        out["hwmon"].append(open(d + "/name").read().strip())
-    except OSError:
-        pass
-zones = []
-for d in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
-    z = {"zone": os.path.basename(d)}
-    try:
-        z["type"] = open(d + "/type").read().strip()
-        z["temp_c"] = int(open(d + "/temp").read().strip()) / 1000.0
-    except (OSError, ValueError):
-        pass
-    zones.append(z)
-out["thermal"] = zones
-govs = {}
-for f in sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_governor")):
-    try:
-        govs.setdefault(open(f).read().strip(), []).append(f.split("/")[5])
-    except OSError:
-        pass
-out["governors"] = govs
-rapl = "/sys/class/powercap/intel-rapl:0/energy_uj"
-out["rapl"] = {"present": os.path.exists(rapl), "readable": os.access(rapl, os.R_OK)}
-out["vcgencmd"] = bool(shutil.which("vcgencmd"))
 print(json.dumps(out))
 """
 
@@ -156,7 +130,6 @@ sub = {"ai_edge_litert": "ai_edge_litert.interpreter", "tflite_runtime": "tflite
 __import__(sub.get(sys.argv[1], sys.argv[1]))
 print("ok")
 """
-
 
 
 def venv_python(workdir: str) -> str:

@@ -123,7 +123,7 @@ class DeviceProfile:
 
     name: str
     description: str = ""
-    endpoint: Endpoint = Endpoint()
+    endpoint: Endpoint = field(default_factory=Endpoint)
     board: Board
     measure: tuple[tuple[str, Any], ...] = ()
     notes: tuple[str, ...] = ()
@@ -472,7 +472,9 @@ def _finish(raw: dict[str, Any], source: str, base_dir: Path | None, builtin: bo
     if measure.get("min_seconds") == 0:
         measure["min_seconds"] = None  # 0 in a profile: no minimum time
     if "min_delegate_coverage" in measure:
-        measure["min_delegate_coverage"] = parse_min_coverage(measure["min_delegate_coverage"], _where(source))
+        measure["min_delegate_coverage"] = parse_min_coverage(
+            measure["min_delegate_coverage"], _where(source)
+        )
     build_spec(measure, _where(source), {v: k for k, v in MEASURE_KEYS.items()})  # bad values fail here
     data.pop("extends", None)
     return DeviceProfile(

@@ -31,6 +31,7 @@ from edgeq.devices.transports import Transport, open_transport
 from edgeq.devices.transports.known_hosts import KnownHosts
 from edgeq.errors import DeviceError, UserInputError
 
+
 def _requirement(text: str) -> Requirement:
     try:
         return Requirement(text)

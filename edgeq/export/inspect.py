@@ -44,4 +44,6 @@ def _quant_debug(model: Path, side: dict[str, Any] | None) -> list[dict[str, Any
         seed=int(dspec.get("seed", 0)),
     )
     ds = opts.load()
-    return convert.quant_debug(load_user_model(fp, ds.input_shape, ds.num_classes), ds.x_train, ds.x_test[:64])
+    return convert.quant_debug(
+        load_user_model(fp, ds.input_shape, ds.num_classes), ds.x_train, ds.x_test[:64]
+    )

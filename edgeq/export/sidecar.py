@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgeq.errors import UserInputError
 from edgeq.files import read_json
 
 SIDECAR_SCHEMA = "edgeq.model/1"
@@ -27,7 +26,13 @@ def read_sidecar(model_path: Path) -> dict[str, Any] | None:
 
 
 def build_sidecar(
-    *, out_name: str, info: Any, dataset: dict[str, Any], labels: list[str], recipe: dict[str, Any], accuracy: dict[str, float]
+    *,
+    out_name: str,
+    info: Any,
+    dataset: dict[str, Any],
+    labels: list[str],
+    recipe: dict[str, Any],
+    accuracy: dict[str, float],
 ) -> dict[str, Any]:
     """The sidecar of the model described by ``info`` (an :class:`~edgeq.export.tflite_model.ModelInfo`)."""
 
@@ -73,5 +78,3 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
-
-

@@ -26,7 +26,6 @@ _TERNARY_OPS = {"EDGEQ_TERNARY_FC", "EDGEQ_TERNARY_CONV2D"}
 _CONST_ROLES = ("weight", "bias", "constant", "ternary_weight", "ternary_qparams")
 
 
-
 @dataclass(frozen=True)
 class TensorInfo:
     index: int

@@ -3,4 +3,12 @@
 from edgeq.models.io import is_qat, load_any, load_qat_model, load_user_model, save_model
 from edgeq.models.zoo import build_model, count_params
 
-__all__ = ["build_model", "count_params", "is_qat", "load_any", "load_qat_model", "load_user_model", "save_model"]
+__all__ = [
+    "build_model",
+    "count_params",
+    "is_qat",
+    "load_any",
+    "load_qat_model",
+    "load_user_model",
+    "save_model",
+]

@@ -3,7 +3,6 @@ argmax over int8 logits is exactly the float decision up to quantization error."
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from edgeq import tfenv

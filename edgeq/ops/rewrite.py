@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from edgeq import tflite
 from edgeq.errors import UserInputError
 from edgeq.files import atomic_write
 from edgeq.ops import spec
-from edgeq import tflite
 from edgeq.tflite import read_bytes
 
 THRESHOLD_FACTOR = 0.7

@@ -32,25 +32,12 @@ import time
 import traceback
 from typing import Any, Dict, List, Optional
 
-from . import PROBE_SCHEMA, RESULT_SCHEMA, RUNNER_VERSION
-from .custom import open_custom
-from .delegates import Opened, module_for
-from .measure import (
-    LatencyRecorder,
-    check_model_file,
-    check_test_data_fits,
-    evaluate,
-    file_sha256,
-    load_test_data,
-    save_npy_atomic,
-    set_random_inputs,
-)
-from .memory import MemoryWatch
-from .modelfile import ModelFileError, edgeq_ops, read_model
-from .protocol import EXIT_OK, Emitter, Progress, RunnerError, one_line, protocol_stream
-from .runtimes import RUNTIMES, probe_runtime
-from .session import SensorSession
+from . import PROBE_SCHEMA, RESULT_SCHEMA, RUNNER_VERSION, SENSORS_SCHEMA
+from .protocol import EXIT_OK, Emitter, RunnerError, one_line, protocol_stream
 from .spec import MeasureSpec
+
+# ``run`` imports NumPy and the runtime where it needs them: ``probe`` and ``sensors`` must answer on a
+# device that has neither yet (that is what they are asked to find out).
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,15 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="libedgeq_ops.so built for this device, for models with EDGEQ_* custom ops",
     )
     run.add_argument("--device-name", default=None, help="name to record (default: the hostname)")
-    probe = sub.add_parser("probe", help="print what this device offers: arch, OS, Python, runtimes")
-    probe.add_argument("--sysfs-root", default="/sys", help="where sensors are read")
-    probe.add_argument("--vcgencmd", default="vcgencmd", help="the vcgencmd program (Raspberry Pi)")
+    sub.add_parser("probe", help="print what this device offers: arch, OS, Python, runtimes")
+    sensors = sub.add_parser(
+        "sensors", help="print which power sensors, thermal zones and governors are here"
+    )
+    sensors.add_argument("--sysfs-root", default="/sys", help="where sensors are read")
+    sensors.add_argument("--vcgencmd", default="vcgencmd", help="the vcgencmd program (Raspberry Pi)")
+    sensors.add_argument("--power-config", default=None, help="a power config (JSON) to check as configured")
     return parser
 
 
-def _numpy_version() -> str:
-    import numpy
-
+def _numpy_version() -> Optional[str]:
+    try:
+        import numpy
+    except ImportError:
+        return None
     return str(numpy.__version__)
 
 
@@ -102,8 +95,11 @@ def _utc_now() -> str:
     return now.isoformat().replace("+00:00", "Z")
 
 
-def _open(args: argparse.Namespace, spec: MeasureSpec, emitter: Emitter, info: Dict[str, Any]) -> Opened:
-    """The model opened on the spec's delegate (or through the custom-op path)."""
+def _open(args: argparse.Namespace, spec: MeasureSpec, emitter: Emitter) -> Any:
+    """The model opened on the spec's delegate (or through the custom-op path): an ``Opened``."""
+    from .custom import open_custom
+    from .delegates import Opened, module_for
+
     custom_ops, model_info = _custom_ops(args.model)
     if custom_ops:
         if spec.delegate not in ("none", "xnnpack"):
@@ -150,6 +146,20 @@ def _warn_threads(spec: MeasureSpec, emitter: Emitter) -> None:
 
 
 def run(args: argparse.Namespace, emitter: Emitter) -> Dict[str, Any]:
+    from .measure import (
+        LatencyRecorder,
+        check_model_file,
+        check_test_data_fits,
+        evaluate,
+        file_sha256,
+        load_test_data,
+        save_npy_atomic,
+        set_random_inputs,
+    )
+    from .memory import MemoryWatch
+    from .protocol import Progress
+    from .session import SensorSession
+
     spec = MeasureSpec.from_json(args.spec)
     if args.save_outputs and not args.test_data:
         raise RunnerError(
@@ -165,7 +175,7 @@ def run(args: argparse.Namespace, emitter: Emitter) -> Dict[str, Any]:
     memory = MemoryWatch()
     memory.preload(spec)
     memory.start()
-    opened = _open(args, spec, emitter, info)
+    opened = _open(args, spec, emitter)
     interp = opened.interp
     emitter.emit("runtime", runtime=opened.runtime, version=opened.runtime_version, arch=info["arch"])
     if test is not None:
@@ -203,7 +213,8 @@ def run(args: argparse.Namespace, emitter: Emitter) -> Dict[str, Any]:
         traceback.print_exc(file=sys.stderr)
         raise RunnerError(
             "runtime_failure",
-            "%s %s failed while running the model: %s" % (opened.runtime, opened.runtime_version, one_line(exc)),
+            "%s %s failed while running the model: %s"
+            % (opened.runtime, opened.runtime_version, one_line(exc)),
             "its traceback is in the runner's log",
         ) from None
     mem = memory.finish()
@@ -269,6 +280,8 @@ def _delegate_nodes(interp: Any) -> Optional[int]:
 
 def _custom_ops(model: str) -> Any:
     """The model's EDGEQ_* custom ops (empty for a plain model) and what the file says of its I/O."""
+    from .modelfile import ModelFileError, edgeq_ops, read_model
+
     with open(model, "rb") as f:
         data = f.read()
     try:
@@ -282,7 +295,25 @@ def _custom_ops(model: str) -> Any:
     return edgeq_ops(info["custom_ops"]), info
 
 
+def sensors(args: argparse.Namespace) -> Dict[str, Any]:
+    import json
+
+    from .sensors import probe_sensors
+
+    power = None
+    if args.power_config:
+        try:
+            power = json.loads(args.power_config)
+        except ValueError as exc:
+            raise RunnerError("bad_input", "--power-config is not JSON: %s" % exc, "") from None
+    result = {"schema": SENSORS_SCHEMA, "timestamp": _utc_now(), "runner_version": RUNNER_VERSION}
+    result.update(probe_sensors(args.sysfs_root, args.vcgencmd, power))
+    return result
+
+
 def probe(args: argparse.Namespace) -> Dict[str, Any]:
+    from .runtimes import RUNTIMES, probe_runtime
+
     runtimes = {}
     for name in RUNTIMES:
         runtimes[name] = probe_runtime(name)
@@ -310,7 +341,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = time.monotonic()
     try:
         args = build_parser().parse_args(argv)
-        result = run(args, emitter) if args.command == "run" else probe(args)
+        result = (
+            run(args, emitter)
+            if args.command == "run"
+            else {"probe": probe, "sensors": sensors}[args.command](args)
+        )
         emitter.emit("result", result=result)
         return EXIT_OK
     except RunnerError as exc:

@@ -120,7 +120,9 @@ class LatencyRecorder:
         if self.high is None or dt > self.high:
             self.high = dt
 
-    def measure(self, invoke: Callable[[], Any], min_seconds: Optional[float], progress: Optional[Progress] = None) -> None:
+    def measure(
+        self, invoke: Callable[[], Any], min_seconds: Optional[float], progress: Optional[Progress] = None
+    ) -> None:
         """Time each ``invoke()`` alone with perf_counter_ns.
 
         Rule: at least ``runs`` invokes, and when ``min_seconds`` is given also at least that much
@@ -178,7 +180,9 @@ class LatencyRecorder:
             notes.append("percentiles from a uniform random sample of %d of the %d runs" % (kept.size, n))
         samples = kept
         if self.return_samples < kept.size:
-            pick = np.sort(np.random.default_rng(INPUT_SEED).choice(kept.size, self.return_samples, replace=False))
+            pick = np.sort(
+                np.random.default_rng(INPUT_SEED).choice(kept.size, self.return_samples, replace=False)
+            )
             samples = kept[pick]
             notes.append("samples: %d drawn at random from %d kept" % (self.return_samples, kept.size))
         if self.return_samples:

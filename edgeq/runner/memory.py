@@ -8,6 +8,7 @@ model is loaded (``/proc/self/clear_refs``), so imports that allocate and free d
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from typing import Any, Dict, Optional
@@ -67,16 +68,13 @@ class MemoryWatch:
         """Import what the spec's runtime needs before the baseline is taken."""
         from .runtimes import load_runtime
 
+        # A missing runtime is reported properly by the delegate's own loader, right after this.
         for module in _PRELOAD.get(spec.delegate, ()):
-            try:
+            with contextlib.suppress(Exception):
                 importlib.import_module(module)
-            except Exception:
-                pass  # the delegate's own loader reports a missing runtime properly
         if spec.delegate in ("none", "xnnpack", "edgetpu"):
-            try:
-                load_runtime(spec.runtime if spec.runtime != "openvino" else "auto")
-            except Exception:
-                pass
+            with contextlib.suppress(Exception):
+                load_runtime(spec.runtime)
 
     def start(self) -> None:
         self.baseline = _status_kb("VmRSS")

@@ -37,7 +37,7 @@ TABLE = {
 # ship, then full TensorFlow (heavy, and its tf.lite.Interpreter is deprecated).
 RUNTIMES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 COMPILED = "ai-edge-litert-compiled"
-CHOICES = ("auto",) + tuple(TABLE)
+CHOICES = ("auto", *TABLE)
 _MODULE = {name: row[0] for name, row in TABLE.items()}
 _INSTALL = {name: row[3] for name, row in TABLE.items()}
 
@@ -103,7 +103,7 @@ def load_runtime(requested: str) -> Runtime:
         raise RunnerError(
             "bad_input",
             "runtime openvino runs models only through delegate openvino",
-            "set delegate = \"openvino\" (or pass --delegate openvino)",
+            'set delegate = "openvino" (or pass --delegate openvino)',
         )
     if requested not in _MODULE:
         raise RunnerError(

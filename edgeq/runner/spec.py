@@ -85,14 +85,8 @@ def _optional(check: Callable[[Any], Optional[str]]) -> Callable[[Any], Optional
     return inner
 
 
-def _flag(v: Any) -> Optional[str]:
-    return None if isinstance(v, bool) else "true or false"
-
-
-def _setting(default: Any, check: Callable[[Any], Optional[str]], meaning: str) -> Any:
-    if isinstance(default, dict):
-        return field(default_factory=dict, metadata={"check": check, "meaning": meaning})
-    return field(default=default, metadata={"check": check, "meaning": meaning})
+def _m(check: Callable[[Any], Optional[str]], meaning: str) -> Dict[str, Any]:
+    return {"check": check, "meaning": meaning}
 
 
 @dataclass(frozen=True)
@@ -103,31 +97,43 @@ class MeasureSpec:
     it must be and what it was; :meth:`from_dict` also rejects unknown settings.
     """
 
-    runs: int = _setting(100, _int_at_least(1), "timed invokes (at least)")
-    warmup: int = _setting(10, _int_at_least(0), "untimed invokes before timing")
-    min_seconds: Optional[float] = _setting(
-        None, _optional(_positive_number), "keep timing until this much time has passed"
+    runs: int = field(default=100, metadata=_m(_int_at_least(1), "timed invokes (at least)"))
+    warmup: int = field(default=10, metadata=_m(_int_at_least(0), "untimed invokes before timing"))
+    min_seconds: Optional[float] = field(
+        default=None, metadata=_m(_optional(_positive_number), "keep timing until this much time has passed")
     )
-    threads: int = _setting(1, _int_at_least(1), "interpreter threads")
-    runtime: str = _setting("auto", _one_of(RUNTIME_CHOICES), "which runtime runs the model")
-    delegate: str = _setting("xnnpack", _one_of(DELEGATES), "where the ops run")
-    delegate_options: Dict[str, Any] = _setting(
-        {}, _options, "delegate settings (e.g. device = NPU for OpenVINO, device = usb:0 for a Coral)"
+    threads: int = field(default=1, metadata=_m(_int_at_least(1), "interpreter threads"))
+    runtime: str = field(
+        default="auto", metadata=_m(_one_of(RUNTIME_CHOICES), "which runtime runs the model")
     )
-    min_delegate_coverage: Any = _setting(
-        None, _coverage, "the fraction of ops that must run on the delegate, or all"
+    delegate: str = field(default="xnnpack", metadata=_m(_one_of(DELEGATES), "where the ops run"))
+    delegate_options: Dict[str, Any] = field(
+        default_factory=dict,
+        metadata=_m(
+            _options, "delegate settings (e.g. device = NPU for OpenVINO, device = usb:0 for a Coral)"
+        ),
     )
-    power: Optional[Dict[str, Any]] = _setting(
-        None, _object_or_none, "power sensor config (source and its settings); null = not measured"
+    min_delegate_coverage: Any = field(
+        default=None, metadata=_m(_coverage, "the fraction of ops that must run on the delegate, or all")
     )
-    thermal: Optional[Dict[str, Any]] = _setting(
-        None, _object_or_none, "thermal config (zones, governor, cool-down); null = not recorded"
+    power: Optional[Dict[str, Any]] = field(
+        default=None,
+        metadata=_m(_object_or_none, "power sensor config (source and its settings); null = not measured"),
     )
-    sysfs_root: str = _setting("/sys", _string, "where sensors are read (another root for an emulated tree)")
-    vcgencmd: str = _setting("vcgencmd", _string, "the vcgencmd program (Raspberry Pi)")
-    timeout_s: float = _setting(600.0, _positive_number, "seconds the whole device run may take")
-    return_samples: int = _setting(10000, _int_at_least(0), "raw latency samples in the result, at most")
-    save_outputs: bool = _setting(False, _flag, "return the raw outputs on the test data")
+    thermal: Optional[Dict[str, Any]] = field(
+        default=None,
+        metadata=_m(_object_or_none, "thermal config (zones, governor, cool-down); null = not recorded"),
+    )
+    sysfs_root: str = field(
+        default="/sys", metadata=_m(_string, "where sensors are read (another root for an emulated tree)")
+    )
+    vcgencmd: str = field(default="vcgencmd", metadata=_m(_string, "the vcgencmd program (Raspberry Pi)"))
+    timeout_s: float = field(
+        default=600.0, metadata=_m(_positive_number, "seconds the whole device run may take")
+    )
+    return_samples: int = field(
+        default=10000, metadata=_m(_int_at_least(0), "raw latency samples in the result, at most")
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -144,6 +150,13 @@ class MeasureSpec:
                     f.metadata["meaning"],
                 )
             object.__setattr__(self, f.name, dict(value) if isinstance(value, dict) else value)
+        if (self.runtime == "openvino") != (self.delegate == "openvino") and self.runtime != "auto":
+            raise RunnerError(
+                "bad_input",
+                "runtime %s with delegate %s: OpenVINO is both the runtime and the delegate"
+                % (self.runtime, self.delegate),
+                "use runtime openvino (or auto) with delegate openvino, and a TFLite runtime otherwise",
+            )
 
     def replace(self, **changes: Any) -> "MeasureSpec":
         return self.from_dict(dict(self.to_dict(), **changes))

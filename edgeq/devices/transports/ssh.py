@@ -282,7 +282,9 @@ class SSHTransport:
         assert profile.endpoint.host is not None
         return cls(
             profile.endpoint.host,
-            port=profile.endpoint.port if profile.endpoint.port != 22 else None,  # else ~/.ssh/config's Port, or 22
+            port=profile.endpoint.port
+            if profile.endpoint.port != 22
+            else None,  # else ~/.ssh/config's Port, or 22
             user=profile.endpoint.user,
             identity_file=profile.endpoint.identity_file,
             workdir=profile.endpoint.workdir,
@@ -292,7 +294,9 @@ class SSHTransport:
             known_hosts=known_hosts,
             connect_timeout_s=profile.endpoint.connect_timeout_s,
             retry=retry
-            or RetryPolicy(attempts=profile.endpoint.connect_retries, initial_delay_s=profile.endpoint.retry_delay_s),
+            or RetryPolicy(
+                attempts=profile.endpoint.connect_retries, initial_delay_s=profile.endpoint.retry_delay_s
+            ),
         )
 
     # ------------------------------------------------------------------ connection

@@ -115,7 +115,8 @@ def plan_placement(interp: Any, delegate: str, on_reason: str, off_reason: str) 
     return {
         "delegate": delegate,
         "source": "device",
-        "summary": "%d of %d ops on %s, %d on the CPU" % (on_delegate, len(ops), delegate, len(ops) - on_delegate),
+        "summary": "%d of %d ops on %s, %d on the CPU"
+        % (on_delegate, len(ops), delegate, len(ops) - on_delegate),
         "on_delegate": on_delegate,
         "on_cpu": len(ops) - on_delegate,
         "total": len(ops),
@@ -147,7 +148,9 @@ def open_model(model_path: str, spec: Any, emitter: Any = None) -> Opened:
             runtime.version,
             "xnnpack",
             threads=spec.threads,
-            notes=["CompiledModel: fully accelerated" if full else "CompiledModel: some ops on the CPU fallback"],
+            notes=[
+                "CompiledModel: fully accelerated" if full else "CompiledModel: some ops on the CPU fallback"
+            ],
             details={"path": "CompiledModel"},
         )
     kwargs: Dict[str, Any] = {"model_path": model_path, "num_threads": spec.threads}
