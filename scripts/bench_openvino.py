@@ -1,6 +1,6 @@
 """OpenVINO through edgeq against OpenVINO's own benchmark_app, and against LiteRT, on the digits.
 
-    .venv/bin/python scripts/bench_openvino.py [--model student.tflite] [--rounds 9] [--runs 5000]
+    .venv/bin/python scripts/bench_openvino.py [--model student.tflite] [--rounds 15] [--runs 5000]
                                               [--warmup 300] [--epochs 6]
 
 Without ``--model`` it trains edgeq's student on the digits (edgeq's own API, ~20 s) and converts it
@@ -128,7 +128,7 @@ def benchmark_app(model: Path, shape: list[int], niter: int, work: Path) -> tupl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="a full-int8 .tflite (default: train the digits student)")
-    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--runs", type=int, default=5000)
     ap.add_argument("--warmup", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=6)

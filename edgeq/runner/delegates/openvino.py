@@ -303,7 +303,7 @@ def _static_dims(model: Any) -> Dict[int, List[int]]:
             )
         dims = []
         dynamic = False
-        for d in shape:
+        for d in _dims(shape):
             if d.is_static:
                 dims.append(int(d.get_length()))
             else:
@@ -314,8 +314,13 @@ def _static_dims(model: Any) -> Dict[int, List[int]]:
     return fixed
 
 
+def _dims(shape: Any) -> List[Any]:
+    """The dimensions of a PartialShape by index (iterating one is not in every release's API)."""
+    return [shape[i] for i in range(shape.rank.get_length())]
+
+
 def _shape(port: Any) -> List[int]:
-    return [int(d.get_length()) for d in port.get_partial_shape()]
+    return [int(d.get_length()) for d in _dims(port.get_partial_shape())]
 
 
 def _port_name(port: Any) -> str:
@@ -399,9 +404,17 @@ class _CBinding:
     def __init__(
         self, lib: Any, path: str, fixed: Dict[int, List[int]], device: str, config: Dict[str, str]
     ) -> None:
-        P = ctypes.c_void_p
         self.lib = lib
         self._handles: List[Tuple[str, Any]] = []
+        try:
+            self._open(path, fixed, device, config)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, path: str, fixed: Dict[int, List[int]], device: str, config: Dict[str, str]) -> None:
+        P = ctypes.c_void_p
+        lib = self.lib
         lib.ov_get_last_err_msg.restype = ctypes.c_char_p
         lib.ov_infer_request_infer.argtypes = [P]
         lib.ov_infer_request_infer.restype = ctypes.c_int
