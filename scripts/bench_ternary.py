@@ -11,7 +11,7 @@ FULLY_CONNECTED of the same shape, in the same runtime (LiteRT CompiledModel, CP
 timed in alternating rounds (``--rounds``) so that drift in the machine's speed hits both alike.
 
 Each shape becomes a one-op Keras model, converted to full int8; its ternary twin is the same
-model rewritten by ``edgeq.ops.rewrite``. Both run through ``edgeq.ops.native.LiteRtSession``; the
+model rewritten by ``edgeq.ops.rewrite``. Both run through ``edgeq.runner.native.LiteRtSession``; the
 timed region is LiteRtRunCompiledModel alone. Prints a table, then as its last line a JSON object
 with ``size_ratio``, ``accuracy_drop`` and ``kernel_latency_ratio`` (custom / builtin, median).
 
@@ -47,7 +47,7 @@ def _fc_model(k_in: int, n_out: int, seed: int) -> bytes:
 
 
 def _time(session: object, x: bytes, repeat: int, warmup: int) -> list[float]:
-    from edgeq.ops.native import LiteRtSession
+    from edgeq.runner.native import LiteRtSession
 
     assert isinstance(session, LiteRtSession)
     session.set_inputs([x])
@@ -107,7 +107,7 @@ def main() -> None:
 
     from edgeq.ops import rewrite
     from edgeq.ops.build import build_library
-    from edgeq.ops.native import LiteRtSession, TernaryKernels
+    from edgeq.runner.native import LiteRtSession, TernaryKernels
     from edgeq.tfenv import quiet_native
 
     lib = build_library()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything and run the checks: ruff, ruff format, mypy, then pytest (default tier).
+# Install everything and run the checks: ruff, ruff format, mypy, lint-imports (the layers), then pytest
+# (default tier).
 #   scripts/test.sh               default tier
 #   scripts/test.sh --with-farm   then the farm tier too (root: network namespaces, emulated aarch64 board)
 # Other arguments go to pytest (e.g. `scripts/test.sh -k inspect`).
@@ -14,6 +15,7 @@ scripts/setup.sh --test
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy edgeq
+.venv/bin/lint-imports
 .venv/bin/pytest "$@"
 if [ "$farm" = 1 ]; then
     .venv/bin/pytest -m farm "$@"

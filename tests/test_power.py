@@ -24,7 +24,7 @@ from conftest import missing_prerequisite
 from edgeq.errors import UserInputError
 from edgeq.runner.power import PowerMeter, PowerTrace, summarize, unwrap_counter
 from edgeq.runner.sensors import PowerConfig, open_reader
-from edgeq.runner.sensors.base import Reader, SensorError, Warnings
+from edgeq.runner.sensors.common import Reader, SensorError, Warnings
 from edgeq.runner.sensors.external import External
 from edgeq.runner.sensors.ina2xx import Ina2xx
 from edgeq.runner.sensors.ina3221 import Ina3221

@@ -13,7 +13,7 @@ from edgeq.report.markdown import report_markdown, sensors_markdown
 from edgeq.report.plot import plot_power
 from edgeq.runner.power import PowerMeter, summarize
 from edgeq.runner.sensors import PowerConfig
-from edgeq.runner.sensors.base import Warnings
+from edgeq.runner.sensors.common import Warnings
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -8,11 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgeq.devices import check as device_check
-from edgeq.devices import setup as device_setup
-from edgeq.devices.connect import device_python
+from edgeq.cli.devices_commands import app as devices_app
 from edgeq.devices.listing import list_devices
-from edgeq.cli.devices import app as devices_app
 from edgeq.devices.profile import (
     Board,
     DeviceProfile,
@@ -60,7 +57,12 @@ def test_every_builtin_loads_with_the_facts_a_user_needs() -> None:
     for name in BUILTINS:
         p = load_profile(name)
         assert p.name == name and p.source == f"builtin:{name}.toml"
-        assert p.board.arch in ("x86_64", "aarch64") and p.board.runtime and p.board.runtime_version and p.board.delegate
+        assert (
+            p.board.arch in ("x86_64", "aarch64")
+            and p.board.runtime
+            and p.board.runtime_version
+            and p.board.delegate
+        )
         assert p.description and p.notes, name
         assert p.board.power_source
         if name != "local":
@@ -80,7 +82,11 @@ def test_builtin_facts() -> None:
     assert rpi4.requirements == ("tflite-runtime==2.14.0", "numpy<2")
     assert rpi4.board.thermal_zones == ("cpu-thermal",)
     usb = load_profile("coral-usb-rpi4")
-    assert usb.extends == ("builtin:rpi4.toml",) and usb.board.delegate == "edgetpu" and usb.board.arch == "aarch64"
+    assert (
+        usb.extends == ("builtin:rpi4.toml",)
+        and usb.board.delegate == "edgetpu"
+        and usb.board.arch == "aarch64"
+    )
     assert load_profile("intel-ncs2").board.options == {"device": "MYRIAD"}
     assert load_profile("intel-npu").board.options == {"device": "NPU"}
     assert load_profile("jetson-orin-nano").board.power_source == "ina3221"
@@ -97,7 +103,12 @@ def test_template_needs_an_address_and_says_how() -> None:
         "has no host" in e.value.message and 'extends = "rpi4"' in e.value.hint and "--host" in e.value.hint
     )
     p = load_profile("rpi4").with_target("pi@192.168.1.20:2222")
-    assert (p.endpoint.host, p.endpoint.user, p.endpoint.port, p.address) == ("192.168.1.20", "pi", 2222, "pi@192.168.1.20:2222")
+    assert (p.endpoint.host, p.endpoint.user, p.endpoint.port, p.address) == (
+        "192.168.1.20",
+        "pi",
+        2222,
+        "pi@192.168.1.20:2222",
+    )
     p.require_address()
     assert load_profile("rpi4").with_target("[fe80::1]:22").endpoint.host == "fe80::1"
     assert load_profile("rpi4").with_target("board").endpoint.user is None
@@ -120,7 +131,11 @@ BAD = [
     (MINIMAL.replace('runtime_version = "2.14.0"\n', ""), "missing required key 'runtime_version'", ""),
     (MINIMAL + 'password = "hunter2"\n', "key 'password' is not allowed", "ssh-copy-id"),
     (MINIMAL + 'ssh_passphrase = "x"\n', "key 'ssh_passphrase' is not allowed", ""),
-    (MINIMAL + 'delegate = "gpu"\n', "key 'delegate' = 'gpu' is not one of: none, xnnpack, edgetpu, openvino", ""),
+    (
+        MINIMAL + 'delegate = "gpu"\n',
+        "key 'delegate' = 'gpu' is not one of: none, xnnpack, edgetpu, openvino",
+        "",
+    ),
     (MINIMAL.replace("tflite-runtime", "onnxruntime"), "key 'runtime' = 'onnxruntime' is not one of", ""),
     (MINIMAL + 'workdir = "edgeq"\n', "device workdir must be absolute or start with ~/, got 'edgeq'", ""),
     (MINIMAL + 'workdir = "~/a/../../etc"\n', "device workdir must not contain '..'", ""),
@@ -253,7 +268,12 @@ def test_profile_is_frozen_and_serialisable() -> None:
     data = json.loads(json.dumps(p.to_dict()))
     assert data["delegate_options"] == {"device": "NPU"} and data["arch"] == "x86_64"
     assert isinstance(hash(p), int)
-    assert DeviceProfile(name="x", board=Board(arch="x86_64", runtime="openvino", runtime_version="1")).endpoint.port == 22
+    assert (
+        DeviceProfile(
+            name="x", board=Board(arch="x86_64", runtime="openvino", runtime_version="1")
+        ).endpoint.port
+        == 22
+    )
 
 
 # ------------------------------------------------------------------------------------ CLI

@@ -31,7 +31,7 @@ from edgeq.runner.sensors import (
     open_reader,
     probe_sensors,
 )
-from edgeq.runner.sensors.base import ABSENT, OK, UNKNOWN, UNREADABLE, Availability, SensorError
+from edgeq.runner.sensors.common import ABSENT, OK, UNKNOWN, UNREADABLE, Availability, SensorError
 from edgeq.runner.session import SensorSession
 from edgeq.runner.spec import MeasureSpec
 from edgeq.testing.emulated_sensors import EmulatedSensors

@@ -26,13 +26,14 @@ from support_faultproxy import FaultProxy
 from support_sshd import SshServer, free_port, keygen, loopback_profile, pin_host_key
 from typer.testing import CliRunner
 
+from edgeq.cli.devices_commands import app as devices_app
 from edgeq.devices import check as device_check
 from edgeq.devices import setup as device_setup
 from edgeq.devices.connect import device_python
-from edgeq.devices.listing import list_devices
-from edgeq.cli.devices import app as devices_app
-from edgeq.devices.transports.known_hosts import fingerprint
+from edgeq.devices.paths import check_workdir_spec, is_inside, remote_path, resolve_workdir
 from edgeq.devices.profile import load_profile
+from edgeq.devices.transports.known_hosts import fingerprint
+from edgeq.devices.transports.local import LocalTransport
 from edgeq.devices.transports.ssh import (
     PART_SUFFIX,
     CommandTimeout,
@@ -40,8 +41,6 @@ from edgeq.devices.transports.ssh import (
     RetryPolicy,
     SSHTransport,
 )
-from edgeq.devices.paths import check_workdir_spec, is_inside, remote_path, resolve_workdir
-from edgeq.devices.transports.local import LocalTransport
 from edgeq.errors import DeviceError, UserInputError
 
 DEVICE_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from conftest import missing_prerequisite
 
-from edgeq.ops import reference, spec
+from edgeq.ops import reference
+from edgeq.ops import ternary_format as spec
 from edgeq.ops.build import build_cli, build_library, compiler_for, host_arch
-from edgeq.ops.native import NativeError, TernaryKernels
+from edgeq.runner.native import NativeError, TernaryKernels
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 

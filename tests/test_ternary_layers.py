@@ -149,7 +149,7 @@ def test_custom_op_model_agrees_with_builtin_int8_model(qat_export: dict[str, An
     from ai_edge_litert.interpreter import Interpreter
 
     from edgeq.ops.build import build_library
-    from edgeq.ops.native import LiteRtSession
+    from edgeq.runner.native import LiteRtSession
 
     interp = Interpreter(model_content=qat_export["int8"], num_threads=1)
     interp.allocate_tensors()

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgeq.ops import reference, rewrite, spec
+from edgeq.ops import reference, rewrite
+from edgeq.ops import ternary_format as spec
 from edgeq.ops.build import build_library
-from edgeq.ops.native import LiteRtSession, NativeError
+from edgeq.runner.native import LiteRtSession, NativeError
 
 
 def _convert(build: Any, input_shape: tuple[int, ...], seed: int = 0) -> bytes:

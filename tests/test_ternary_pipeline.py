@@ -9,7 +9,8 @@ import numpy as np
 from support_cli import assert_clean_error, edgeq
 
 from edgeq.export.tflite_model import TensorInfo, _int8_violation, describe
-from edgeq.ops import rewrite, spec
+from edgeq.ops import rewrite
+from edgeq.ops import ternary_format as spec
 
 
 def test_pipeline_ternary_writes_a_custom_op_model_and_measures_it(ternary_pipeline_dir: Path) -> None:

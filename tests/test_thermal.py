@@ -22,7 +22,7 @@ from test_power import (
     warning_events,
 )
 
-from edgeq.runner.sensors.base import Warnings
+from edgeq.runner.sensors.common import Warnings
 from edgeq.runner.session import SensorSession
 from edgeq.runner.thermal import (
     ThermalConfig,
@@ -209,8 +209,8 @@ def test_governor_is_restored_when_a_local_run_times_out(tiny_model: Path, tmp_p
 
 
 def test_local_transport_terminates_before_it_kills(tmp_path: Path) -> None:
-    from edgeq.devices.transports.base import STOP_GRACE_S
     from edgeq.devices.transports.local import LocalTransport
+    from edgeq.devices.transports.transport import STOP_GRACE_S
     from edgeq.errors import DeviceError
 
     marker = tmp_path / "cleaned-up"

@@ -1,6 +1,6 @@
 """The ``edgeq`` command line: parse arguments, call :mod:`edgeq.api`, render. No logic of its own.
 
-One module per group of commands (model, pipeline, measure, devices); ``app`` holds what they share.
+One module per group of commands (train, pipeline, measure, devices); ``app`` holds what they share.
 """
 
 from __future__ import annotations
@@ -8,16 +8,22 @@ from __future__ import annotations
 import sys
 import traceback
 
-from edgeq.cli import devices, measure, model, pipeline
+from edgeq.cli import devices_commands, measure_commands, pipeline_command, train_commands
 from edgeq.cli.app import app, err
 from edgeq.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EdgeqError
 
-app.command()(measure.measure_options(pipeline.pipeline))
-for command in (model.train, model.distill, model.qat, model.export, model.inspect):
+app.command()(measure_commands.measure_options(pipeline_command.pipeline))
+for command in (
+    train_commands.train,
+    train_commands.distill,
+    train_commands.qat,
+    train_commands.export,
+    train_commands.inspect,
+):
     app.command()(command)
-app.command()(measure.measure_options(measure.profile))
-app.command()(measure.deploy)
-app.add_typer(devices.app, name="devices", help="Device profiles: list, show, check, set up.")
+app.command()(measure_commands.measure_options(measure_commands.profile))
+app.command()(measure_commands.deploy)
+app.add_typer(devices_commands.app, name="devices", help="Device profiles: list, show, check, set up.")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeq.devices.paths import SHA256_HEX, check_workdir, remote_path_for
-from edgeq.devices.transports.base import Transport
+from edgeq.devices.transports.transport import Transport
 from edgeq.errors import DeviceError, UserInputError
 from edgeq.files import sha256_file
 

@@ -197,7 +197,8 @@ def _ternary_ops(data: bytes, ops: list[OpInfo]) -> list[dict[str, Any]]:
     """Each EDGEQ_TERNARY_* op: packed weight size (bytes, bits per weight) and its decoded options."""
     if not any(o.op in _TERNARY_OPS for o in ops):
         return []
-    from edgeq.ops import rewrite, spec
+    from edgeq.ops import rewrite
+    from edgeq.ops import ternary_format as spec
 
     try:
         nodes = rewrite.read_ternary_ops(data)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeq.ops.spec import (
+from edgeq.ops.ternary_format import (
     INT32_MAX,
     INT32_MIN,
     KIND_CONV2D,

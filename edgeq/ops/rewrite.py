@@ -22,7 +22,7 @@ import numpy as np
 from edgeq import tflite
 from edgeq.errors import UserInputError
 from edgeq.files import atomic_write
-from edgeq.ops import spec
+from edgeq.ops import ternary_format as spec
 from edgeq.tflite import read_bytes
 
 THRESHOLD_FACTOR = 0.7

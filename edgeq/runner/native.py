@@ -1,7 +1,7 @@
 """ctypes bindings to ``libedgeq_ops.so``: the C kernels and the LiteRT runner.
 
 Part of the device-side runner (standard library, ctypes and NumPy only, Python 3.8 syntax): the
-runner uses it with a library built for the board; the host imports it as ``edgeq.ops.native``.
+runner uses it with a library built for the board; the host imports it as ``edgeq.runner.native``.
 ``TernaryKernels`` calls the kernels directly; ``LiteRtSession`` runs a whole ``.tflite`` through
 libLiteRt.so's C API with the ternary custom ops registered.
 

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .sensors import PowerConfig
-from .sensors.base import PeriodicSampler, Reader, Warnings, os_error_text
+from .sensors.common import PeriodicSampler, Reader, Warnings, os_error_text
 
 SYSFS_RATE_HZ = 100.0
 # Each vcgencmd / meter call forks a process: at 100 Hz that alone would load a small board.

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 from .power import PowerMeter, summarize, unavailable
 from .protocol import Emitter, Progress, one_line
 from .sensors import PowerConfig, open_reader
-from .sensors.base import DEFAULT_SYSFS_ROOT, DEFAULT_VCGENCMD, SensorError, Warnings, parse_json_object
+from .sensors.common import DEFAULT_SYSFS_ROOT, DEFAULT_VCGENCMD, SensorError, Warnings, parse_json_object
 from .thermal import ThermalConfig, ThermalMonitor
 
 if TYPE_CHECKING:

@@ -16,21 +16,18 @@ import re
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .sensors.base import (
+from .sensors.common import (
     ConfigReader,
     PeriodicSampler,
     SensorError,
     Warnings,
-    list_dir,
-    numbered,
     os_error_text,
-    read_number,
     read_text,
     run_command,
     sys_path,
-    try_read_number,
     try_read_text,
 )
+from .sensors.zones import Policy, Zone, list_policies, list_zones, read_temp_c
 
 # vcgencmd get_throttled: bit → meaning (Raspberry Pi firmware documentation).
 THROTTLED_BITS = {
@@ -73,50 +70,6 @@ def throttled_during(before: Optional[int], after: int) -> List[str]:
     new = after & SINCE_BOOT_MASK & ~((before or 0) & SINCE_BOOT_MASK)
     reasons += [THROTTLED_BITS[b] for b in sorted(THROTTLED_BITS) if b >= 16 and new & (1 << b)]
     return reasons
-
-
-class Zone:
-    def __init__(self, name: str, kind: str, path: str) -> None:
-        self.name = name
-        self.type = kind
-        self.temp_path = path
-
-
-def list_zones(root: str) -> List[Zone]:
-    base = sys_path(root, "class", "thermal")
-    zones = []
-    for _, entry in numbered(list_dir(base), "thermal_zone"):
-        d = os.path.join(base, entry)
-        zones.append(Zone(entry, try_read_text(os.path.join(d, "type")) or entry, os.path.join(d, "temp")))
-    return zones
-
-
-def read_temp_c(zone: Zone) -> float:
-    return read_number(zone.temp_path) / 1000.0  # m°C → °C
-
-
-class Policy:
-    def __init__(self, name: str, path: str) -> None:
-        self.name = name
-        self.dir = path
-        self.cpus = try_read_text(os.path.join(path, "affected_cpus")) or ""
-
-    def attr(self, name: str) -> str:
-        return os.path.join(self.dir, name)
-
-    def khz(self, name: str) -> Optional[float]:
-        return try_read_number(self.attr(name))
-
-    def governor(self) -> Optional[str]:
-        return try_read_text(self.attr("scaling_governor"))
-
-    def available_governors(self) -> List[str]:
-        return (try_read_text(self.attr("scaling_available_governors")) or "").split()
-
-
-def list_policies(root: str) -> List[Policy]:
-    base = sys_path(root, "devices", "system", "cpu", "cpufreq")
-    return [Policy(e, os.path.join(base, e)) for _, e in numbered(list_dir(base), "policy")]
 
 
 def _mhz(khz: Optional[float]) -> Optional[float]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from edgeq.devices.transports.base import CommandResult, Transport, stop_process
+from edgeq.devices.transports.transport import CommandResult, Transport, stop_process
 
 if TYPE_CHECKING:
     from edgeq.devices.profile import DeviceProfile

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import TracebackType
 
 from edgeq.devices.paths import check_workdir
-from edgeq.devices.transports.base import CommandResult, stop_process
+from edgeq.devices.transports.transport import CommandResult, stop_process
 from edgeq.errors import DeviceError
 from edgeq.files import atomic_path
 

@@ -46,8 +46,8 @@ from paramiko.sftp import CMD_EXTENDED
 
 from edgeq.devices.paths import check_workdir_spec, confine, remote_path, resolve_workdir
 from edgeq.devices.transports import ssh_config
-from edgeq.devices.transports.base import CommandResult
 from edgeq.devices.transports.known_hosts import EdgeqHostKeyPolicy, KnownHosts, transport_factory
+from edgeq.devices.transports.transport import CommandResult
 from edgeq.errors import DeviceError, UserInputError
 
 if TYPE_CHECKING:

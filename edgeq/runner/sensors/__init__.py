@@ -26,7 +26,7 @@ import importlib
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..protocol import one_line
-from .base import (
+from .common import (
     ABSENT,
     DEFAULT_SYSFS_ROOT,
     DEFAULT_VCGENCMD,
@@ -229,7 +229,7 @@ def _check_config(cfg: PowerConfig, root: str, vcgencmd: str) -> Dict[str, Any]:
 
 
 def _thermal_facts(root: str) -> Dict[str, Any]:
-    from ..thermal import list_policies, list_zones, read_temp_c  # thermal imports .base: no cycle here
+    from .zones import list_policies, list_zones, read_temp_c
 
     zones = []
     for z in list_zones(root):

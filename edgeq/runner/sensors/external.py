@@ -13,7 +13,7 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
-from .base import (
+from .common import (
     UNKNOWN,
     Availability,
     ConfigReader,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from .base import (
+from .common import (
     ABSENT,
     Availability,
     ConfigReader,

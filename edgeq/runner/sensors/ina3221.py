@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from .base import (
+from .common import (
     ABSENT,
     Availability,
     ConfigReader,

@@ -10,7 +10,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from .base import (
+from .common import (
     ABSENT,
     Availability,
     ConfigReader,

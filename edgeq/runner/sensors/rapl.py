@@ -12,7 +12,7 @@ import os
 import re
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from .base import (
+from .common import (
     ABSENT,
     UNREADABLE,
     Availability,

@@ -11,7 +11,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from .base import (
+from .common import (
     ABSENT,
     Availability,
     ConfigReader,
