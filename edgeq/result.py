@@ -248,6 +248,7 @@ def _validate(cls: Any, data: Any, where: str) -> Any:
 def json_schema(cls: type[BaseModel]) -> dict[str, Any]:
     """The JSON Schema of ``Result`` or ``Report`` as published in docs/schemas/."""
     schema = cls.model_json_schema(by_alias=True, mode="serialization")
+    schema["required"] = sorted({"schema", *schema.get("required", [])})
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://edgeq.dev/schemas/{cls.SCHEMA.replace('/', '-')}.json"  # type: ignore[attr-defined]
     return schema

@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 
 from edgeq.data import load_dataset
@@ -32,6 +33,9 @@ def test_pipeline_writes_every_file_and_nothing_half_written(pipeline_dir: Path)
 def test_report_has_the_promised_fields(pipeline_dir: Path) -> None:
     r = json.loads((pipeline_dir / "report.json").read_text())
     assert r["schema"] == "edgeq.report/1"
+    schemas = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+    for name, instance in (("edgeq.report-1", r), ("edgeq.result-1", r["profile"])):
+        jsonschema.Draft202012Validator(json.loads((schemas / f"{name}.schema.json").read_text())).validate(instance)
     acc = r["accuracy"]
     assert set(acc) >= {"teacher_float", "student_float", "student_int8_qat", "student_int8_ptq"}
     assert all(0.0 <= v <= 1.0 for v in acc.values())
