@@ -1,8 +1,14 @@
-"""Delegate ``none``: the runtime's builtin kernels, no delegate (see README.md)."""
+"""Delegate ``none``: the runtime's builtin kernels, no delegate (see README.md).
+
+``delegate_options`` is accepted (and unused) so callers can pass a profile's options to every
+delegate alike.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from edgeq.coverage import Coverage
 from edgeq.delegates.base import CompileResult
@@ -12,12 +18,19 @@ class NoDelegate:
     name = "none"
     description = "no delegate: the runtime's builtin CPU kernels (XNNPACK off)"
 
-    def coverage(self, model: Path) -> Coverage:
+    def coverage(self, model: Path, *, delegate_options: Mapping[str, Any] | None = None) -> Coverage:
         from edgeq.delegates.none.coverage import coverage
 
         return coverage(Path(model))
 
-    def compile(self, model: Path, out_dir: Path, *, timeout_s: float = 600.0) -> CompileResult:
+    def compile(
+        self,
+        model: Path,
+        out_dir: Path,
+        *,
+        timeout_s: float = 600.0,
+        delegate_options: Mapping[str, Any] | None = None,
+    ) -> CompileResult:
         """Nothing to compile: the builtin kernels run the .tflite as it is."""
         from edgeq import tflite
 

@@ -1,8 +1,14 @@
-"""Delegate ``xnnpack``: LiteRT's default CPU delegate (see README.md)."""
+"""Delegate ``xnnpack``: LiteRT's default CPU delegate (see README.md).
+
+``delegate_options`` is accepted (and unused) so callers can pass a profile's options to every
+delegate alike.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from edgeq.coverage import Coverage
 from edgeq.delegates.base import CompileResult
@@ -12,12 +18,19 @@ class XNNPACKDelegate:
     name = "xnnpack"
     description = "XNNPACK, LiteRT's CPU delegate (on by default); threads from the measurement spec"
 
-    def coverage(self, model: Path) -> Coverage:
+    def coverage(self, model: Path, *, delegate_options: Mapping[str, Any] | None = None) -> Coverage:
         from edgeq.delegates.xnnpack.coverage import litert_coverage
 
         return litert_coverage(Path(model), "xnnpack")
 
-    def compile(self, model: Path, out_dir: Path, *, timeout_s: float = 600.0) -> CompileResult:
+    def compile(
+        self,
+        model: Path,
+        out_dir: Path,
+        *,
+        timeout_s: float = 600.0,
+        delegate_options: Mapping[str, Any] | None = None,
+    ) -> CompileResult:
         """Nothing to compile: the interpreter applies XNNPACK when it loads the model."""
         from edgeq import tflite
 
