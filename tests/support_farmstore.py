@@ -11,12 +11,14 @@ database on the session's server from support_postgres).
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from edgeq.farm.store.records import StoredResult
 from edgeq.result import Result
 
 RUNNER_SHA = hashlib.sha256(b"runner.pyz").hexdigest()
@@ -174,3 +176,46 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'results.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+_ids = iter(range(1, 10**9))
+
+
+def as_stored(result: Result, *, model: str = "net", device: str = "board", run_id: int = 1) -> StoredResult:
+    """The StoredResult the store gives back for ``result`` (same extraction, no database)."""
+    from edgeq.farm.store.records import row_values
+    from edgeq.farm.store.store import _stored
+
+    row = {
+        **row_values(result),
+        "id": next(_ids),
+        "run_id": run_id,
+        "recorded_at": datetime.now(UTC),
+        "model": model,
+        "device": device,
+        "attempt": 1,
+        "status": "ok",
+        "message": None,
+    }
+    return _stored(row)
+
+
+def rounds_of(
+    k: int,
+    *,
+    median_us: float,
+    n: int = 500,
+    run_noise: float = 0.0,
+    seed: int = 0,
+    pair: tuple[str, str] = ("net", "board"),
+    **result: Any,
+) -> list[StoredResult]:
+    """``k`` rounds (runner processes) of one pair; each round's median moves by a log-normal
+    run-to-run factor of sd ``run_noise`` around ``median_us``. ``result``: make_result's options."""
+    rng = np.random.default_rng(10_000 + seed)
+    out = []
+    for i in range(k):
+        m = median_us * float(np.exp(rng.normal(0.0, run_noise))) if run_noise else median_us
+        r = make_result(samples=latency_samples(n, m, seed * 1000 + i), **result)
+        out.append(as_stored(r, model=pair[0], device=pair[1]))
+    return out
