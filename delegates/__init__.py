@@ -1,6 +1,6 @@
 """Delegates: one folder per accelerator, each with the same inner shape.
 
-``<name>/__init__.py``  the :class:`~edgeq.delegates.base.Delegate` object (``DELEGATE``)
+``<name>/__init__.py``  the :class:`~edgeq.delegates.delegate.Delegate` object (``DELEGATE``)
 ``<name>/coverage.py``  what can run on it, decided offline from the ``.tflite`` file
 ``<name>/compile.py``   how a model is compiled for it (where there is a compile step)
 ``<name>/README.md``    what a user needs to know, and what the device needs installed
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 
-from edgeq.delegates.base import Delegate
+from edgeq.delegates.delegate import Delegate
 from edgeq.errors import UserInputError
 
 _NAMES = ("none", "xnnpack", "edgetpu", "openvino")

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeq.coverage import Coverage
 from edgeq.data import DataOptions
 from edgeq.devices.connect import DeviceTarget, open_device
 from edgeq.errors import GateFailed, UserInputError
@@ -21,6 +20,7 @@ from edgeq.events import EventCallback, epoch_reporter
 from edgeq.export import convert
 from edgeq.export.sidecar import build_sidecar, sidecar_path, versions
 from edgeq.files import atomic_write, check_writable_dir, write_json
+from edgeq.placement import Coverage
 from edgeq.result import Report, Result
 from edgeq.spec import MeasureSpec
 

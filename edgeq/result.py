@@ -70,7 +70,7 @@ class Memory(_Strict):
 
 
 class Placement(_Strict):
-    """Where the ops ran (the edgeq.coverage shape)."""
+    """Where the ops ran (the edgeq.placement shape)."""
 
     delegate: str
     source: Literal["offline", "compiler", "device"]

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgeq.errors import UserInputError
+from edgeq.runner.measure_spec import DELEGATES, MeasureSpec, setting_help
 from edgeq.runner.protocol import RunnerError
-from edgeq.runner.spec import DELEGATES, MeasureSpec, setting_help
 
 __all__ = ["DELEGATES", "MeasureSpec", "build_spec", "setting_help"]
 

@@ -145,7 +145,7 @@ def main() -> None:
         test = test_split(work / "test.npz")
 
         from edgeq.runner.delegates.openvino import open_model
-        from edgeq.runner.spec import MeasureSpec
+        from edgeq.runner.measure_spec import MeasureSpec
 
         probe = open_model(str(model), MeasureSpec(delegate="openvino", runtime="openvino"))
         shape = [int(n) for n in probe.interp.get_input_details()[0]["shape"]]

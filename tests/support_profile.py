@@ -11,7 +11,11 @@ from edgeq.devices.connect import DeviceTarget
 
 # Older keyword names of sensor settings -> where they live in the MeasureSpec.
 _POWER_KEYS = {"power_idle_s": "idle_s", "power_rate_hz": "rate_hz"}
-_THERMAL_KEYS = {"set_governor": "set_governor", "cool_down_below_c": "cool_down_below_c", "cool_down_timeout_s": "cool_down_timeout_s"}
+_THERMAL_KEYS = {
+    "set_governor": "set_governor",
+    "cool_down_below_c": "cool_down_below_c",
+    "cool_down_timeout_s": "cool_down_timeout_s",
+}
 
 
 def profile(

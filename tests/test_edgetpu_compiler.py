@@ -19,11 +19,11 @@ from support_delegate import compiler_logs as logs
 from support_delegate import models
 
 from edgeq import tflite
-from edgeq.coverage import CPU, DELEGATE, Coverage, OpPlacement
 from edgeq.delegates import get as get_delegate
 from edgeq.delegates.edgetpu import compiler_log
 from edgeq.delegates.edgetpu import coverage as cov
 from edgeq.errors import UserInputError
+from edgeq.placement import CPU, DELEGATE, Coverage, OpPlacement
 
 FAKE = Path(__file__).parent / "support_delegate" / "edgetpu_compiler.py"
 MORE = "More than one subgraph is not supported"

@@ -10,10 +10,10 @@ import pytest
 from support_delegate import models
 
 from edgeq import tflite
-from edgeq.coverage import CPU, DELEGATE, Coverage, OpPlacement
 from edgeq.delegates import get as get_delegate
 from edgeq.delegates.edgetpu import coverage as cov
 from edgeq.errors import EXIT_BAD_INPUT, UserInputError
+from edgeq.placement import CPU, DELEGATE, Coverage, OpPlacement
 
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "student": models.student,

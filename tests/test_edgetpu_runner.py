@@ -23,8 +23,8 @@ import pytest
 from conftest import missing_prerequisite
 
 from edgeq.runner.delegates import edgetpu, litert
+from edgeq.runner.measure_spec import MeasureSpec
 from edgeq.runner.protocol import Emitter, RunnerError
-from edgeq.runner.spec import MeasureSpec
 
 SOURCE = Path(__file__).parent / "support_delegate" / "stand_in_delegate.c"
 REPO = Path(__file__).resolve().parent.parent

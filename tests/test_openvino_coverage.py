@@ -14,11 +14,11 @@ import pytest
 from conftest import missing_prerequisite
 
 from edgeq import delegates, tflite
-from edgeq.coverage import CPU
 from edgeq.delegates.openvino.compile import ir_2022_3_problems, write_ir
 from edgeq.delegates.openvino.coverage import analyse, single_op_model, unsupported_per_op
 from edgeq.errors import UserInputError
 from edgeq.files import TMP_PREFIX
+from edgeq.placement import CPU
 
 openvino = pytest.importorskip("openvino")
 REPO = Path(__file__).resolve().parent.parent

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeq.coverage import Coverage
+from edgeq.placement import Coverage
 from edgeq.runner.delegates import openvino as ovr
 from edgeq.runner.measure import LatencyRecorder, evaluate
+from edgeq.runner.measure_spec import MeasureSpec
 from edgeq.runner.protocol import RunnerError
-from edgeq.runner.spec import MeasureSpec
 
 openvino = pytest.importorskip("openvino")
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import missing_prerequisite
 from support_sshd import SshServer
 
-from edgeq.coverage import Coverage
+from edgeq.placement import Coverage
 from edgeq.runner_zip import build_runner_pyz
 
 pytest.importorskip("openvino")
@@ -61,7 +61,7 @@ def test_openvino_cpu_over_loopback_ssh(sshd: SshServer, tiny_model: Path, tmp_p
     # .tflite before it picks the delegate; IR through it needs that check to let .xml pass).
     program = (
         "import json, sys; sys.path.insert(0, 'runner.pyz'); "
-        "from edgeq_runner.delegates.openvino import open_model; from edgeq_runner.spec import MeasureSpec; "
+        "from edgeq_runner.delegates.openvino import open_model; from edgeq_runner.measure_spec import MeasureSpec; "
         f"o = open_model({xml.name!r}, MeasureSpec(delegate='openvino', runtime='openvino')); "
         "print(json.dumps([o.details['model_format'], o.placement['summary']]))"
     )

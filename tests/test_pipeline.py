@@ -35,7 +35,9 @@ def test_report_has_the_promised_fields(pipeline_dir: Path) -> None:
     assert r["schema"] == "edgeq.report/1"
     schemas = Path(__file__).resolve().parent.parent / "docs" / "schemas"
     for name, instance in (("edgeq.report-1", r), ("edgeq.result-1", r["profile"])):
-        jsonschema.Draft202012Validator(json.loads((schemas / f"{name}.schema.json").read_text())).validate(instance)
+        jsonschema.Draft202012Validator(json.loads((schemas / f"{name}.schema.json").read_text())).validate(
+            instance
+        )
     acc = r["accuracy"]
     assert set(acc) >= {"teacher_float", "student_float", "student_int8_qat", "student_int8_ptq"}
     assert all(0.0 <= v <= 1.0 for v in acc.values())

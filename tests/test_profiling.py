@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import missing_prerequisite
+from support_profile import profile
 
 from edgeq.devices.deploy import deploy_file, remote_path_for
 from edgeq.devices.transports.local import LocalTransport
 from edgeq.errors import DeviceError, UserInputError
 from edgeq.home import edgeq_home
 from edgeq.remote import local_workdir, write_test_data
-from support_profile import profile
 
 
 @pytest.fixture

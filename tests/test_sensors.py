@@ -20,6 +20,7 @@ from conftest import missing_prerequisite
 from test_power import REPO, hwmon, put, script
 
 import edgeq.runner.sensors as registry
+from edgeq.runner.measure_spec import MeasureSpec
 from edgeq.runner.protocol import RunnerError
 from edgeq.runner.sensors import (
     MODULES,
@@ -33,7 +34,6 @@ from edgeq.runner.sensors import (
 )
 from edgeq.runner.sensors.common import ABSENT, OK, UNKNOWN, UNREADABLE, Availability, SensorError
 from edgeq.runner.session import SensorSession
-from edgeq.runner.spec import MeasureSpec
 from edgeq.testing.emulated_sensors import EmulatedSensors
 
 NO_VCGENCMD = "/nonexistent/vcgencmd"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from edgeq import delegates, tflite
-from edgeq.coverage import CPU, DELEGATE
 from edgeq.errors import UserInputError
+from edgeq.placement import CPU, DELEGATE
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeq.coverage import Coverage
-from edgeq.delegates.base import CompileResult
+from edgeq.delegates.delegate import CompileResult
+from edgeq.placement import Coverage
 
 from .compile import compile_model
 from .coverage import coverage as _coverage

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from edgeq import tflite
-from edgeq.delegates.base import CompileResult
+from edgeq.delegates.delegate import CompileResult
 from edgeq.errors import UserInputError
 
 from . import compiler_log

@@ -41,7 +41,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from edgeq.coverage import CPU, DELEGATE, Coverage, OpPlacement
+from edgeq.placement import CPU, DELEGATE, Coverage, OpPlacement
 
 from .coverage import MAPPED, NAME
 

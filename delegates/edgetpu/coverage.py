@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from edgeq import tflite
-from edgeq.coverage import CPU, DELEGATE, Coverage, OpPlacement
 from edgeq.errors import UserInputError
+from edgeq.placement import CPU, DELEGATE, Coverage, OpPlacement
 
 NAME = "edgetpu"
 # The Edge TPU runtime version compile.py passes as ``-m`` (the runtime of libedgetpu 16.0, the

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeq.coverage import Coverage
 from edgeq.delegates.xnnpack.coverage import litert_coverage
+from edgeq.placement import Coverage
 
 
 def coverage(model: Path) -> Coverage:

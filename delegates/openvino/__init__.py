@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgeq.coverage import Coverage
-from edgeq.delegates.base import CompileResult
+from edgeq.delegates.delegate import CompileResult
+from edgeq.placement import Coverage
 
 
 def device_of(delegate_options: Mapping[str, Any] | None) -> str:

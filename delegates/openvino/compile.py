@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeq import tflite
-from edgeq.delegates.base import CompileResult
+from edgeq.delegates.delegate import CompileResult
 from edgeq.delegates.openvino.coverage import openvino, tflite_path, untranslated_ops, version
 from edgeq.errors import UserInputError
 from edgeq.files import atomic_path, atomic_write, sha256_file

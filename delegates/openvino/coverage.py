@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeq import tflite
-from edgeq.coverage import CPU, DELEGATE, Coverage, OpPlacement
 from edgeq.errors import UserInputError
+from edgeq.placement import CPU, DELEGATE, Coverage, OpPlacement
 from edgeq.runner.delegates.openvino import INSTALL_HINT, ov_error_text
 
 NAME = "openvino"

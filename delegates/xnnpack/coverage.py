@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edgeq import tflite
-from edgeq.coverage import Coverage
 from edgeq.errors import UserInputError
+from edgeq.placement import Coverage
 from edgeq.runner.delegates.litert import allocate, plan_placement
 
 TAKEN = "XNNPACK"

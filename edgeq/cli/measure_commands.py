@@ -153,7 +153,7 @@ def settings_from_options(o: dict[str, Any]) -> dict[str, Any]:
             opts[key.strip()] = value.strip()
         settings["delegate_options"] = opts
     if o["min_delegate_coverage"] is not None:
-        from edgeq.coverage import parse_min_coverage
+        from edgeq.placement import parse_min_coverage
 
         settings["min_delegate_coverage"] = parse_min_coverage(
             o["min_delegate_coverage"], "--min-delegate-coverage"

@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeq.coverage import parse_min_coverage
 from edgeq.devices.paths import check_workdir_spec
 from edgeq.errors import UserInputError
 from edgeq.home import edgeq_home
+from edgeq.placement import parse_min_coverage
+from edgeq.runner.measure_spec import DELEGATES, MeasureSpec
 from edgeq.runner.runtimes import TABLE as RUNTIME_TABLE
 from edgeq.runner.sensors import SOURCES as RUNNER_POWER_SOURCES
-from edgeq.runner.spec import DELEGATES, MeasureSpec
 from edgeq.spec import build_spec
 
 ENV_PROFILES = "EDGEQ_PROFILES"

@@ -33,8 +33,8 @@ import traceback
 from typing import Any, Dict, List, Optional
 
 from . import PROBE_SCHEMA, RESULT_SCHEMA, RUNNER_VERSION, SENSORS_SCHEMA
+from .measure_spec import MeasureSpec
 from .protocol import EXIT_OK, Emitter, RunnerError, one_line, protocol_stream
-from .spec import MeasureSpec
 
 # ``run`` imports NumPy and the runtime where it needs them: ``probe`` and ``sensors`` must answer on a
 # device that has neither yet (that is what they are asked to find out).
@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     run = sub.add_parser("run", help="measure a .tflite model as the spec says")
     run.add_argument("--model", required=True, help="path of the .tflite model on this device")
-    run.add_argument("--spec", default="{}", help="the measurement, JSON (edgeq.runner.spec.MeasureSpec)")
+    run.add_argument(
+        "--spec", default="{}", help="the measurement, JSON (edgeq.runner.measure_spec.MeasureSpec)"
+    )
     run.add_argument("--test-data", default=None, help=".npz with x (N, ...) float32 and y (N,) labels")
     run.add_argument("--save-outputs", default=None, help=".npy for the raw outputs on the test data")
     run.add_argument(

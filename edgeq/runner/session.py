@@ -29,7 +29,7 @@ from .sensors.common import DEFAULT_SYSFS_ROOT, DEFAULT_VCGENCMD, SensorError, W
 from .thermal import ThermalConfig, ThermalMonitor
 
 if TYPE_CHECKING:
-    from .spec import MeasureSpec
+    from .measure_spec import MeasureSpec
 
 
 def _interrupt(signum: int, frame: Any) -> None:

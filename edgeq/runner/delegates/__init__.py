@@ -20,7 +20,7 @@ class Opened:
 
     ``interp`` has the TFLite Interpreter's surface (get_input_details, get_output_details,
     set_tensor, invoke, get_tensor, resize_tensor_input, allocate_tensors). ``placement`` is the
-    edgeq.coverage JSON shape with ``"source": "device"``: where each op ran, from the runtime's own
+    edgeq.placement JSON shape with ``"source": "device"``: where each op ran, from the runtime's own
     execution plan. ``threads`` is the thread count really in effect (None when the runtime does not
     say), ``notes`` facts for the result (e.g. which OpenVINO device was really used).
     """

@@ -172,7 +172,7 @@ def _partitions(nodes: List[Dict[str, Any]]) -> List[Set[int]]:
 
 
 def placement(interp: Any) -> Optional[Dict[str, Any]]:
-    """Where each node of the (compiled) model ran, edgeq.coverage shape, ``source`` device.
+    """Where each node of the (compiled) model ran, edgeq.placement shape, ``source`` device.
 
     None when the runtime does not expose its execution plan.
     """

@@ -71,7 +71,7 @@ def allocate(interp: Any) -> None:
 
 
 def plan_placement(interp: Any, delegate: str, on_reason: str, off_reason: str) -> Optional[Dict[str, Any]]:
-    """Where each op of the model ran, from the interpreter's execution plan (edgeq.coverage shape).
+    """Where each op of the model ran, from the interpreter's execution plan (edgeq.placement shape).
 
     ``_get_ops_details()`` lists the model's own nodes, then one ``DELEGATE`` node per partition a
     delegate took. A model node belongs to a partition when it lies between the partition's input

@@ -667,7 +667,7 @@ def _read(
 
 
 def placement(ops: List[str], requested: str, executed: List[str], notes: List[str]) -> Dict[str, Any]:
-    """Every op on the device OpenVINO ran the model on (the edgeq.coverage JSON shape).
+    """Every op on the device OpenVINO ran the model on (the edgeq.placement JSON shape).
 
     ``delegate`` when that device is the one asked for, or an accelerator AUTO chose; ``cpu`` when
     an accelerator was asked for (AUTO) and OpenVINO ran the model on its CPU device instead.

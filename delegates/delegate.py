@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgeq.coverage import Coverage
+from edgeq.placement import Coverage
 
 
 @dataclass(frozen=True)
