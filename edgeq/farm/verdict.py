@@ -90,7 +90,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from statistics import median
 from typing import Any
@@ -246,7 +246,8 @@ class Verdict:
         return (self.model, self.device)
 
     def summary(self) -> str:
-        """``latency 412.3 → 489.1 µs (+18.6 %, +76.8 µs), p = 3e-41: regressed``"""
+        """``latency 412.3 → 489.1 µs (+18.6 %, +76.80 µs), p = 3.0e-41, rounds p = 2.1e-05
+        (adjusted p = 6.3e-05): regressed``"""
         if self.baseline is None or self.current is None:
             return f"{self.metric}: {self.outcome} ({self.reason})"
         unit = self.unit
@@ -257,11 +258,11 @@ class Verdict:
             parts.append(f"{_fmt(self.delta, signed=True)} {'pt' if self.metric == 'accuracy' else unit}")
         head = f"{self.metric} {_fmt(self.baseline)} → {_fmt(self.current)} {unit} ({', '.join(parts)})"
         if self.p_value is not None:
-            head += f", p = {_p(self.p_value)}"
+            head += f", p {_p(self.p_value)}"
             if self.p_runs is not None:
-                head += f", rounds p = {_p(self.p_runs)}"
+                head += f", rounds p {_p(self.p_runs)}"
             if self.p_adjusted is not None:
-                head += f" (adjusted {_p(self.p_adjusted)})"
+                head += f" (adjusted p {_p(self.p_adjusted)})"
         return f"{head}: {self.outcome}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -498,7 +499,11 @@ def compare_results(
     verdicts = []
     for d in drafts:
         adj = adj_by_id.get(id(d))
-        verdicts.append(d.decide(None if adj is None else adj < th.alpha, adj))
+        v = d.decide(None if adj is None else adj < th.alpha, adj)
+        if v.outcome not in (REGRESSED, IMPROVED):
+            # "same model file" matters where something moved: then the board or runtime did it
+            v = replace(v, notes=tuple(n for n in v.notes if not n.startswith("same model file")))
+        verdicts.append(v)
     order = {m: i for i, m in enumerate(METRICS)}
     verdicts.sort(key=lambda v: (v.model, v.device, order[v.metric]))
     return Comparison(
@@ -530,7 +535,7 @@ def _notes(base: list[StoredResult], cur: list[StoredResult]) -> tuple[str, ...]
         if hb and hc and hb != hc:
             notes.append(f"{label} changed ({hb[:12]} → {hc[:12]})")
         elif label == "model" and hb and hc:
-            notes.append(f"same model file ({hb[:12]})")
+            notes.append(f"same model file ({hb[:12]}): what moved is the board, runtime or runner")
     for side, rows in (("baseline", base), ("current", cur)):
         if any(r.metrics.throttled for r in rows):
             notes.append(f"the {side} run throttled (thermal)")
@@ -866,6 +871,7 @@ def _fmt(v: float, signed: bool = False) -> str:
 
 
 def _p(p: float) -> str:
+    """``= 0.0123``, ``= 3.2e-08``, ``< 1e-300`` (a p-value that underflowed)."""
     if p == 0:
         return "< 1e-300"
-    return f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}"
+    return f"= {p:.3g}" if p >= 1e-3 else f"= {p:.1e}"
