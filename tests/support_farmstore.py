@@ -18,7 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgeq.farm.results_api import baseline_set, compare
+from edgeq.farm.store import Failure, Store
 from edgeq.farm.store.records import StoredResult
+from edgeq.farm.verdict import Comparison
 from edgeq.result import Result
 
 RUNNER_SHA = hashlib.sha256(b"runner.pyz").hexdigest()
@@ -219,3 +222,73 @@ def rounds_of(
         r = make_result(samples=latency_samples(n, m, seed * 1000 + i), **result)
         out.append(as_stored(r, model=pair[0], device=pair[1]))
     return out
+
+
+# ------------------------------------------------------------------ a farm's worth of runs
+
+BOARDS = ("pi5-a", "jetson-orin")
+MODELS = {"mobilenet": 900.0, "digits-cnn": 120.0, "kws-ds-cnn": 310.0}
+
+
+def _round(model: str, device: str, median: float, seed: int, **kw: Any) -> Any:
+    energy = median / 1000 * (1.9 if device == "pi5-a" else 1.2)  # mJ, roughly power × time
+    acc = {"mobilenet": 1480, "digits-cnn": 1930, "kws-ds-cnn": 1790}.get(model)  # new-model: none
+    values: dict[str, Any] = {
+        "model": f"{model}.tflite",
+        "device": device,
+        "median_us": median,
+        "n": 400,
+        "seed": seed,
+        "energy_mj": round(energy, 5),
+        "energy_sigma_mj": round(energy * 0.01, 6),
+        "correct": acc,
+        "tested": 2000,
+        "max_c": 58.0,
+        "throttled": False,
+    }
+    values.update(kw)
+    return make_result(**values)
+
+
+def build_farm(store: Store) -> Comparison:
+    """Five runs of 3 models × 2 boards (3 rounds each); run 4 is the baseline ``main``; run 5
+    has mobilenet 20 % slower on pi5-a, kws faster on the Jetson, digits less accurate on the
+    Jetson, a board timing out for one model, and a model new to the farm."""
+    seed = 0
+    run_ids = []
+    for k in range(5):
+        run = store.create_run("lab farm", sha("FARM.toml"))
+        for device in BOARDS:
+            for model, base in MODELS.items():
+                if k == 4 and (model, device) == ("kws-ds-cnn", "pi5-a"):
+                    for attempt in (1, 2, 3):
+                        store.add_result(
+                            run.id,
+                            Failure("timeout", "no result within 600 s", model, device, "xnnpack"),
+                            attempt=attempt,
+                        )
+                    continue
+                median = base * (1.3 if device == "pi5-a" else 0.8) * (1 + 0.01 * ((k * 7) % 3))
+                kw: dict[str, Any] = {}
+                if k == 4 and (model, device) == ("mobilenet", "pi5-a"):
+                    median *= 1.2
+                    kw["model_sha"] = sha("mobilenet v2 retrained")
+                if k == 4 and (model, device) == ("kws-ds-cnn", "jetson-orin"):
+                    median *= 0.8
+                if k == 4 and (model, device) == ("digits-cnn", "jetson-orin"):
+                    kw["correct"] = 1830
+                for _ in range(3):
+                    seed += 1
+                    store.add_result(
+                        run.id, _round(model, device, median, seed, **kw), model=model, device=device
+                    )
+        if k == 4:
+            seed += 1
+            store.add_result(
+                run.id, _round("new-model", "pi5-a", 450.0, seed), model="new-model", device="pi5-a"
+            )
+        store.finish_run(run.id)
+        run_ids.append(run.id)
+        if k == 3:
+            baseline_set(store, run.id)
+    return compare(store, run_ids[-1], against="main")

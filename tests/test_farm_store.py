@@ -70,6 +70,17 @@ def test_results_round_trip_whole_with_their_figures(store_url: str) -> None:
         "timeout", "no result within 600 s", 3, None,
     )  # fmt: skip
     assert store.results(run.id, status="ok") == [ok]
+    # a wrong answer keeps the runner's result that showed it
+    wid = store.add_result(
+        run.id,
+        Failure("wrong_answer", "outputs differ from the reference", "mobilenet", "pi5-b", result=r),
+        attempt=2,
+    )
+    [wrong] = [x for x in store.results(run.id) if x.id == wid]
+    assert (wrong.status, wrong.result_json, wrong.metrics.latency_n) == ("wrong_answer", r.to_dict(), 300)
+    assert wrong.delegate == "xnnpack" and wrong.hashes.model == sha("mobilenet.tflite")
+    with pytest.raises(ValueError, match="failure kind must be one of"):
+        Failure("crashed", "?", "m", "d")
 
     assert store.completed_pairs(run.id) == {("mobilenet", "pi5-a")}
     states = store.pair_states(run.id)
@@ -85,7 +96,7 @@ def test_results_round_trip_whole_with_their_figures(store_url: str) -> None:
     exported = store.export_run(run.id)
     assert exported["schema"] == EXPORT_SCHEMA and exported["run"]["id"] == run.id
     assert exported["run"]["status"] == "finished" and exported["run"]["farm_sha256"] == FARM_SHA
-    assert [x["status"] for x in exported["results"]] == ["ok", "timeout"]
+    assert [x["status"] for x in exported["results"]] == ["ok", "timeout", "wrong_answer"]
     assert exported["results"][0]["result"] == r.to_dict()
     assert json.loads(json.dumps(exported)) == exported  # plain JSON
 
@@ -399,3 +410,38 @@ def test_same_schema_on_both_backends(postgres: PostgresServer, tmp_path: Path) 
             )
     assert shapes[0] == shapes[1]
     assert set(shapes[0]) == {"alembic_version", "runs", "results", "baselines"}
+
+
+def _comparable(export: dict) -> list[dict]:
+    """An export's results without what differs by store (ids, times)."""
+    out = []
+    for r in export["results"]:
+        r = dict(r)
+        for k in ("id", "recorded_at"):
+            r.pop(k)
+        out.append(r)
+    return out
+
+
+def test_the_same_results_in_sqlite_and_postgresql_give_the_same_verdicts(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """A farm's worth of runs (5 runs × 6 pairs × 3 rounds, failures, a new pair) written to a
+    SQLite store and to a PostgreSQL store: the same results come back, and compare gives the same
+    verdicts, figure for figure."""
+    from support_farmstore import build_farm
+
+    from edgeq.farm import results_api as api
+
+    stores = [open_store(f"sqlite:///{tmp_path / 'farm.db'}"), open_store(postgres.create_database())]
+    comparisons = [build_farm(s) for s in stores]
+    lite, pg = stores
+    assert [r.id for r in lite.runs()] == [r.id for r in pg.runs()]
+    for run in lite.runs():
+        assert _comparable(api.export(lite, run.id)) == _comparable(api.export(pg, run.id))
+    a, b = (c.to_dict() for c in comparisons)
+    a.pop("created_at"), b.pop("created_at")
+    assert a == b
+    assert a["gate_failed"] is True and a["counts"]["regressed"] == 3
+    hist = [[{**h.to_dict(), "started_at": None} for h in s.history("mobilenet", "pi5-a")] for s in stores]
+    assert hist[0] == hist[1] and len(hist[0]) == 5
