@@ -307,6 +307,7 @@ def deploy(
 
     t = target or DeviceTarget()
     tflite.check_file(Path(model))
+    remote.model_custom_ops(Path(model))  # a damaged custom op fails here, before anything is sent
     prof = t.resolve()
     t0 = time.perf_counter()
     with open_device(t, prof) as dev:

@@ -166,3 +166,91 @@ def check_writable_dir(directory: Path, what: str = "output directory") -> Path:
             f"{what} {directory} is not writable{where}", "pass a directory you can write to"
         )
     return directory
+
+
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = "edgeq.manifest/1"
+LOCK = ".edgeq.lock"
+
+
+class OutputDir:
+    """An output directory that belongs to one run at a time, and whose contents are known.
+
+    ``with OutputDir(out, "pipeline", known=(...)) as od:`` takes an exclusive lock
+    (``.edgeq.lock``, held while the run lasts: a second run into the same directory is refused at
+    once, naming the first); removes what the previous run wrote there (the files its
+    ``manifest.json`` lists, or the ``known`` output names of a run from before manifests), so two
+    runs never mix; and on exit writes ``manifest.json``: every file this run wrote (via
+    :meth:`file`), with sizes and sha256. Files edgeq did not write are never touched.
+    """
+
+    def __init__(self, path: Path, command: str, known: tuple[str, ...] = ()) -> None:
+        self.path = Path(path)
+        self.command = command
+        self.known = known
+        self.written: list[str] = []
+        self._fd: int | None = None
+        self.started = ""
+
+    def __enter__(self) -> OutputDir:
+        import fcntl
+        import socket
+        import time
+
+        check_writable_dir(self.path, "--out")
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserInputError(
+                f"--out {self.path} is being written by another edgeq run ({holder})",
+                "wait for it to finish, or pass another --out directory",
+            ) from None
+        self._fd = fd
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {self.started}\n".encode(), 0)
+        self._clear_previous()
+        return self
+
+    def _clear_previous(self) -> None:
+        manifest = self.path / MANIFEST
+        names: list[str] = list(self.known)
+        if manifest.is_file():
+            with contextlib.suppress(UserInputError, AttributeError, TypeError):
+                names = list(read_json(manifest, "manifest", "").get("files", {}))
+        for name in [*names, MANIFEST]:
+            p = self.path / name
+            if p.parent == self.path and p.is_file():  # only plain files right here, by name
+                p.unlink()
+
+    def file(self, name: str) -> Path:
+        """The path of output ``name``, recorded as written by this run."""
+        if name not in self.written:
+            self.written.append(name)
+        return self.path / name
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            files = {}
+            for name in self.written:
+                p = self.path / name
+                if p.is_file():
+                    files[name] = {"size_bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            write_json(
+                self.path / MANIFEST,
+                {
+                    "schema": MANIFEST_SCHEMA,
+                    "command": self.command,
+                    "started": self.started,
+                    "complete": exc[0] is None,
+                    "files": files,
+                },
+            )
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)  # releases the lock
+                self._fd = None

@@ -15,11 +15,11 @@ from typing import Any
 
 from edgeq.data import DataOptions
 from edgeq.devices.connect import DeviceTarget, open_device
-from edgeq.errors import GateFailed, UserInputError
+from edgeq.errors import DeviceError, EdgeqError, GateFailed, UserInputError
 from edgeq.events import EventCallback, epoch_reporter
 from edgeq.export import convert
-from edgeq.export.sidecar import build_sidecar, sidecar_path, versions
-from edgeq.files import atomic_write, check_writable_dir, write_json
+from edgeq.export.sidecar import build_sidecar, versions
+from edgeq.files import OutputDir, atomic_write, write_json
 from edgeq.placement import Coverage
 from edgeq.result import Report, Result
 from edgeq.spec import MeasureSpec
@@ -95,15 +95,24 @@ def _ternary_export(qat_blob: bytes, student: Any) -> tuple[bytes, list[dict[str
     ]
 
 
-def run_pipeline(out: Path, o: PipelineOptions, on_event: EventCallback) -> Report:
-    from edgeq import remote
-    from edgeq.export.tflite_model import custom_op_accuracy, describe, interpreter_accuracy
-    from edgeq.models import build_model, count_params, load_user_model, save_model
-    from edgeq.report.markdown import report_markdown
-    from edgeq.report.plot import plot_power
-    from edgeq.train.core import FitConfig, accuracy, quantize_aware, train_float
-    from edgeq.train.core import distill as _distill
+# What the pipeline writes (a directory that holds these from a run before manifests is cleared of them).
+OUTPUTS = (
+    "teacher.keras",
+    "student.keras",
+    "student_qat.h5",
+    "student_float.tflite",
+    "model.tflite",
+    "model.edgeq.json",
+    "model_ptq.tflite",
+    "model_int8_builtin.tflite",
+    "power.png",
+    "latency.png",
+    "report.json",
+    "report.md",
+)
 
+
+def _check_options(o: PipelineOptions) -> None:
     for name, n in (
         ("teacher_epochs", o.teacher_epochs),
         ("student_epochs", o.student_epochs),
@@ -117,24 +126,56 @@ def run_pipeline(out: Path, o: PipelineOptions, on_event: EventCallback) -> Repo
         raise UserInputError(f"--max-accuracy-drop must be ≥ 0, got {o.max_accuracy_drop}", "pass e.g. 1.0")
     if o.weights not in WEIGHTS:
         raise UserInputError(f"unknown --weights {o.weights!r}", f"use one of {', '.join(WEIGHTS)}")
-    ternary = o.weights == "ternary"
+
+
+def run_pipeline(out: Path, o: PipelineOptions, on_event: EventCallback) -> Report:
+    _check_options(o)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} exists and is not a directory", "pass a directory path")
-    check_writable_dir(out, "--out")
     t0 = time.perf_counter()
 
     def stage(name: str, message: str) -> None:
         on_event({"stage": name, "message": message, "elapsed_s": round(time.perf_counter() - t0, 1)})
 
-    # Every input is checked before anything is written.
+    # Every input is checked before anything is written: data, options, device, the output directory.
     stage("data", "loading data")
     ds = o.data.load()
     user_teacher = None
     if o.teacher is not None:
+        from edgeq.models import load_user_model
+
         user_teacher = load_user_model(o.teacher, ds.input_shape, ds.num_classes)
     device_profile = o.device.resolve()
     spec = device_profile.measure_spec(o.measure)
-    out.mkdir(parents=True, exist_ok=True)
+    with OutputDir(out, "edgeq pipeline", OUTPUTS) as od:
+        stage("device", f"checking device {device_profile.name!r} before training")
+        with open_device(o.device, device_profile) as dev:
+            from edgeq import remote
+
+            remote.preflight(dev, spec, on_event=lambda e: on_event({"stage": "device", **e}))
+        return _run(od, o, ds, user_teacher, device_profile, spec, stage, on_event, t0)
+
+
+def _run(
+    od: OutputDir,
+    o: PipelineOptions,
+    ds: Any,
+    user_teacher: Any,
+    device_profile: Any,
+    spec: MeasureSpec,
+    stage: Any,
+    on_event: EventCallback,
+    t0: float,
+) -> Report:
+    from edgeq import remote
+    from edgeq.export.tflite_model import custom_op_accuracy, describe, interpreter_accuracy
+    from edgeq.models import build_model, count_params, save_model
+    from edgeq.report.markdown import report_markdown
+    from edgeq.report.plot import plot_latency, plot_power
+    from edgeq.train.core import FitConfig, accuracy, quantize_aware, train_float
+    from edgeq.train.core import distill as _distill
+
+    ternary = o.weights == "ternary"
     fit = lambda epochs, lr=2e-3: FitConfig(epochs, learning_rate=lr, seed=o.data.seed)  # noqa: E731
 
     if user_teacher is None:
@@ -144,27 +185,27 @@ def run_pipeline(out: Path, o: PipelineOptions, on_event: EventCallback) -> Repo
     else:
         teacher = user_teacher
         stage("train", f"using teacher {o.teacher} ({count_params(teacher)} parameters)")
-    save_model(teacher, out / "teacher.keras")
+    save_model(teacher, od.file("teacher.keras"))
 
     student = build_model("student_ternary" if ternary else "student", ds.input_shape, ds.num_classes)
     stage("distill", f"distilling into student ({count_params(student)} parameters, {o.weights} weights)")
     kd = {"temperature": o.temperature, "alpha": o.alpha}
     _distill(student, teacher, ds, fit(o.student_epochs), on_epoch=epoch_reporter("distill", on_event), **kd)
-    save_model(student, out / "student.keras")
+    save_model(student, od.file("student.keras"))
     acc = {"teacher_float": accuracy(teacher, ds.x_test, ds.y_test)}
     acc["student_float"] = accuracy(student, ds.x_test, ds.y_test)
 
     stage("ptq", "post-training quantization baseline")
     float_blob = convert.to_float_tflite(student)
     ptq_blob = convert.to_int8_tflite(student, ds.x_train, seed=o.data.seed)
-    atomic_write(out / "student_float.tflite", float_blob)
-    atomic_write(out / "model_ptq.tflite", ptq_blob)
+    atomic_write(od.file("student_float.tflite"), float_blob)
+    atomic_write(od.file("model_ptq.tflite"), ptq_blob)
 
     stage("qat", "quantization-aware training")
     qat_model = quantize_aware(
         student, ds, fit(o.qat_epochs, 5e-4), teacher=teacher, on_epoch=epoch_reporter("qat", on_event), **kd
     )
-    save_model(qat_model, out / "student_qat.h5")
+    save_model(qat_model, od.file("student_qat.h5"))
 
     stage("export", "exporting the QAT student to full int8")
     qat_blob = convert.to_int8_tflite(qat_model, ds.x_train, seed=o.data.seed)
@@ -173,9 +214,10 @@ def run_pipeline(out: Path, o: PipelineOptions, on_event: EventCallback) -> Repo
     if ternary:
         model_blob, ternary_ops = _ternary_export(qat_blob, student)
         # The same ternary weights as builtin int8 ops, for comparison (the interpreter runs it).
-        atomic_write(out / "model_int8_builtin.tflite", qat_blob)
-    atomic_write(out / "model.tflite", model_blob)
-    info = describe(out / "model.tflite")
+        atomic_write(od.file("model_int8_builtin.tflite"), qat_blob)
+    model_path = od.file("model.tflite")
+    atomic_write(model_path, model_blob)
+    info = describe(model_path)
     if not info.full_int8:
         raise UserInputError(
             f"the exported model is not int8 end to end: {info.violations[0]}",
@@ -183,7 +225,7 @@ def run_pipeline(out: Path, o: PipelineOptions, on_event: EventCallback) -> Repo
         )
     if ternary:
         stage("export", f"rewrote {len(ternary_ops)} ops to ternary custom ops (lossless)")
-        acc["student_int8_qat"] = custom_op_accuracy(out / "model.tflite", ds.x_test, ds.y_test)
+        acc["student_int8_qat"] = custom_op_accuracy(model_path, ds.x_test, ds.y_test)
         acc["student_int8_qat_builtin_ops"] = interpreter_accuracy(qat_blob, ds.x_test, ds.y_test)
     else:
         acc["student_int8_qat"] = interpreter_accuracy(qat_blob, ds.x_test, ds.y_test)
@@ -202,7 +244,7 @@ def run_pipeline(out: Path, o: PipelineOptions, on_event: EventCallback) -> Repo
         "seed": o.data.seed,
     }
     write_json(
-        sidecar_path(out / "model.tflite"),
+        od.file("model.edgeq.json"),
         build_sidecar(
             out_name="model.tflite",
             info=info,
@@ -213,16 +255,25 @@ def run_pipeline(out: Path, o: PipelineOptions, on_event: EventCallback) -> Repo
         ),
     )
 
-    stage("profile", f"profiling model.tflite on device {device_profile.name!r}")
-    with open_device(o.device, device_profile) as dev:
-        result = remote.measure(
-            dev,
-            out / "model.tflite",
-            spec,
-            test_data=(ds.x_test, ds.y_test),
-            on_event=lambda e: on_event({"stage": "profile", **e}),
-        )
-    plots = {"power": "power.png"} if plot_power(result, out / "power.png") else {}
+    results: dict[str, Result] = {}
+    failure: dict[str, Any] | None = None
+    stage("profile", f"profiling model.tflite and the float student on device {device_profile.name!r}")
+    try:
+        with open_device(o.device, device_profile) as dev:
+            events = lambda e: on_event({"stage": "profile", **e})  # noqa: E731
+            for key, path in (("int8", model_path), ("float", od.path / "student_float.tflite")):
+                results[key] = remote.measure(
+                    dev, path, spec, test_data=(ds.x_test, ds.y_test), on_event=events
+                )
+    except EdgeqError as exc:
+        failure = {"stage": "profile", "message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
+        stage("profile", f"failed: {exc.message}")
+    result = results.get("int8")
+    plots = {}
+    if result is not None and plot_power(result, od.file("power.png")):
+        plots["power"] = "power.png"
+    if result is not None and plot_latency(results, od.file("latency.png")):
+        plots["latency"] = "latency.png"
     report = Report(
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         dataset=ds.summary(),
@@ -240,14 +291,22 @@ def run_pipeline(out: Path, o: PipelineOptions, on_event: EventCallback) -> Repo
         custom_ops=ternary_ops if ternary else None,
         gate=accuracy_gate(acc["student_float"], acc["student_int8_qat"], o.max_accuracy_drop),
         profile=result,
+        profile_float=results.get("float"),
         plots=plots,
         versions=versions(),
         wall_s=round(time.perf_counter() - t0, 2),
+        failure=failure,
     )
-    report.save(out / "report.json")
-    atomic_write(out / "report.md", report_markdown(report))
-    stage("done", f"report written to {out / 'report.md'}")
-    coverage_gate(result, spec)
+    report.save(od.file("report.json"))
+    atomic_write(od.file("report.md"), report_markdown(report))
+    stage("done", f"report written to {od.path / 'report.md'}")
+    if failure is not None:
+        raise (DeviceError if failure["exit_code"] == DeviceError.exit_code else UserInputError)(
+            f"{failure['message']} (the report in {od.path} has everything measured before it)",
+            failure["hint"],
+        )
+    if result is not None:
+        coverage_gate(result, spec)
     if not report.gate["passed"]:
         raise GateFailed(
             f"int8 accuracy {acc['student_int8_qat']:.4f} is {report.gate['drop_points']:.2f} points below "

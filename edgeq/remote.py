@@ -26,7 +26,7 @@ from edgeq.errors import DeviceError, EdgeqError, UserInputError
 from edgeq.files import atomic_path, atomic_write, sha256_bytes
 from edgeq.home import edgeq_home
 from edgeq.result import Hashes, Result
-from edgeq.runner import PROBE_SCHEMA, RESULT_SCHEMA
+from edgeq.runner import PREFLIGHT_SCHEMA, PROBE_SCHEMA, RESULT_SCHEMA
 from edgeq.runner_zip import build_runner_pyz, zip_entry
 from edgeq.spec import MeasureSpec
 from edgeq.tflite import check_file
@@ -182,15 +182,21 @@ def deploy(dev: DeviceSession, path: Path, kind: str, on_event: EventCallback | 
 
 
 def model_custom_ops(model: Path) -> list[str]:
-    """The EDGEQ_* custom ops ``model`` uses (read from its op codes; empty for a plain model)."""
+    """The EDGEQ_* custom ops ``model`` uses (empty for a plain model), each op checked on the host:
+    a damaged custom op is one UserInputError naming it, before anything is deployed."""
+    from edgeq.ops.rewrite import read_ternary_ops
     from edgeq.runner.modelfile import ModelFileError, edgeq_ops, read_model
 
+    data = Path(model).read_bytes()
     try:
-        return edgeq_ops(read_model(Path(model).read_bytes())["custom_ops"])
+        ops = edgeq_ops(read_model(data)["custom_ops"])
     except ModelFileError as exc:
         raise UserInputError(
             f"{Path(model).name} is a damaged TFLite model: {exc}", "export it again"
         ) from None
+    if ops:
+        read_ternary_ops(data)
+    return ops
 
 
 def device_arch(transport: Transport, python: str) -> str:
@@ -233,6 +239,7 @@ def measure(
     and ``warning`` events.
     """
     model = check_file(Path(model))
+    model_custom_ops(model)  # a damaged custom op fails here, before anything is sent
     data = check_test_data(test_data) if test_data is not None else None
     if save_outputs is not None and data is None:
         raise UserInputError("--save-outputs needs test data", "pass --test-data as well")
@@ -271,6 +278,19 @@ def measure(
         spec=sha256_bytes(spec.to_json().encode()),
     ).model_dump()
     return Result.from_dict(raw, f"the result from device {dev.profile.name!r}")
+
+
+def preflight(dev: DeviceSession, spec: MeasureSpec, on_event: EventCallback | None = None) -> dict[str, Any]:
+    """Check on the device, before a long run, that ``spec`` can run there: the runner deploys, the
+    runtime and delegate load, the power sensor answers. Errors as a run would raise them; a missing
+    sensor is a warning event (the measurement itself would complete without it)."""
+    runner = deploy(dev, build_runner_pyz(), "runner", on_event)
+    argv = [dev.python, runner.remote_path, "preflight", "--spec", spec.to_json()]
+    answer = run_runner(dev.transport, argv, dev.profile.name, timeout=300, schema=PREFLIGHT_SCHEMA)
+    for w in answer.get("warnings") or []:
+        if on_event is not None:
+            on_event({"event": "warning", **w})
+    return answer
 
 
 def probe(dev: DeviceSession, *, timeout: float | None = None) -> dict[str, Any]:

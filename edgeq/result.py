@@ -116,6 +116,15 @@ class Accuracy(_Open):
     top1: float
     n: int
     correct: int | None = None
+    confusion: list[list[int]] | None = Field(
+        None, description="confusion[true][predicted]: sample counts per class pair"
+    )
+
+    def per_class(self) -> list[float | None]:
+        """Top-1 accuracy of each true class (None for a class with no sample)."""
+        if not self.confusion:
+            return []
+        return [row[i] / sum(row) if sum(row) else None for i, row in enumerate(self.confusion)]
 
 
 class Warning_(_Strict):
@@ -205,10 +214,18 @@ class Report(_Open):
     model: dict[str, Any]
     custom_ops: list[dict[str, Any]] | None = None
     gate: dict[str, Any]
-    profile: Result | None = None
+    profile: Result | None = Field(None, description="the int8 (or ternary) model measured on the device")
+    profile_float: Result | None = Field(
+        None, description="the float student measured on the same device with the same spec"
+    )
     plots: dict[str, str] = {}
     versions: dict[str, str]
     wall_s: float
+    warnings: list[Warning_] = Field(default_factory=list, description="what a careful user should know")
+    failure: dict[str, Any] | None = Field(
+        None,
+        description="the step that failed (stage, message, hint, exit_code); the report holds what was done",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

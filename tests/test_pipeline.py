@@ -22,6 +22,9 @@ EXPECTED_FILES = {
     "model_ptq.tflite",
     "report.json",
     "report.md",
+    "latency.png",
+    "manifest.json",
+    ".edgeq.lock",
 }
 
 

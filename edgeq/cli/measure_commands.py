@@ -233,7 +233,14 @@ def profile(
         from edgeq.report.plot import plot_power
 
         if plot_power(res, plot) is None:
-            err.print("no power trace to plot (measure with --power)")
+            why = (
+                f"power was not measured: {res.power.reason}"
+                if res.power is not None and res.power.reason
+                else "power was not measured (add --power)"
+                if res.power is None
+                else "the sensor gave no usable trace"
+            )
+            err.print(f"[yellow]warning:[/] no power plot written to {plot}: {why}", soft_wrap=True)
     if as_json:
         print_json(res)
         return

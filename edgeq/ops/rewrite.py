@@ -299,7 +299,12 @@ def _rewrite_op(model: Any, sg: Any, idx: int, op: Any, name: str, schema: Any) 
 
 
 def read_ternary_ops(model_bytes: bytes) -> list[TernaryNode]:
-    """The ternary custom ops of subgraph 0, decoded (and checked against their custom options)."""
+    """The ternary custom ops of subgraph 0, decoded and checked: the header in the custom options and
+    in the qparams agree and are valid, and the packed weights are exactly what the format writes
+    (a flipped bit that yields the unused code or sets a padding bit is found here, not on a device).
+
+    A damaged op is one UserInputError naming the op, its index and its node (output tensor).
+    """
     model = tflite.parse(model_bytes).model
     sg = model.subgraphs[0]
     nodes: list[TernaryNode] = []
@@ -308,22 +313,44 @@ def read_ternary_ops(model_bytes: bytes) -> list[TernaryNode]:
         custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
         if custom not in spec.OP_KINDS:
             continue
-        ins = list(op.inputs)
-        w_t, q_t = sg.tensors[ins[1]], sg.tensors[ins[2]]
-        packed = _buffer_data(model, w_t).reshape([int(d) for d in w_t.shape])
-        qparams = _buffer_data(model, q_t).view("<i4").astype(np.int32).reshape([int(d) for d in q_t.shape])
-        top = spec.decode(packed, qparams)
-        opts = op.customOptions if op.customOptions is not None else []
-        header = spec.decode_header(bytes(bytearray(opts)))
-        if (
-            header != spec.decode_header(qparams.reshape(-1)[: spec.HEADER_WORDS])
-            or spec.OP_KINDS[custom] != top.kind
-        ):
+        outs = [int(t) for t in (op.outputs if op.outputs is not None else [])]
+        node = (sg.tensors[outs[0]].name or b"?").decode(errors="replace") if outs else "?"
+        try:
+            nodes.append(_read_node(model, sg, idx, op, custom))
+        except (spec.FormatError, ValueError, IndexError, TypeError) as exc:
             raise UserInputError(
-                f"op {idx} ({custom}): custom options and qparams disagree", "re-export the model"
-            )
-        nodes.append(TernaryNode(idx, top, packed, qparams, tuple(ins), tuple(int(t) for t in op.outputs)))
+                f"{custom} op {idx} (node {node!r}) is damaged: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                "export the model again (edgeq pipeline --weights ternary); edgeq inspect names the same op",
+            ) from None
     return nodes
+
+
+def _read_node(model: Any, sg: Any, idx: int, op: Any, custom: str) -> TernaryNode:
+    ins = list(op.inputs)
+    if len(ins) != 3:
+        raise ValueError(f"it has {len(ins)} inputs, expected 3 (input, packed weights, qparams)")
+    w_t, q_t = sg.tensors[ins[1]], sg.tensors[ins[2]]
+    packed = _buffer_data(model, w_t).reshape([int(d) for d in w_t.shape])
+    raw_qp = _buffer_data(model, q_t)
+    if raw_qp.size % 4:
+        raise ValueError(f"qparams hold {raw_qp.size} bytes, not whole int32 words")
+    qparams = raw_qp.view("<i4").astype(np.int32).reshape([int(d) for d in q_t.shape])
+    top = spec.decode(packed, qparams)
+    opts = op.customOptions if op.customOptions is not None else []
+    header = spec.decode_header(bytes(bytearray(opts)))
+    if header != spec.decode_header(qparams.reshape(-1)[: spec.HEADER_WORDS]):
+        raise ValueError("its custom options and qparams disagree")
+    if spec.OP_KINDS[custom] != top.kind:
+        raise ValueError(f"its qparams describe op kind {top.kind}, not {custom}")
+    canonical = spec.encode(top)[0]
+    if canonical.shape != packed.shape or not np.array_equal(canonical, packed):
+        bad = (
+            int(np.argmax(canonical.reshape(-1) != packed.reshape(-1)))
+            if canonical.size == packed.size
+            else 0
+        )
+        raise ValueError(f"its packed weights are not valid 2-bit codes (first bad byte at offset {bad})")
+    return TernaryNode(idx, top, packed, qparams, tuple(ins), tuple(int(t) for t in op.outputs))
 
 
 def rewrite_file(src: Path, dst: Path, *, only: Iterable[int] | None = None) -> list[RewrittenOp]:

@@ -85,3 +85,49 @@ def plot_power(result: Result | Mapping[str, Any], dest: Path, *, title: str | N
     finally:
         plt.close(fig)
     return dest
+
+
+def plot_latency(results: Mapping[str, Result], dest: Path) -> Path | None:
+    """A histogram of the raw per-invoke latencies of each result (e.g. ``{"int8": r, "float": f}``),
+    same bins for all, medians marked. None when no result carries samples."""
+    series = {k: r.latency_us.samples for k, r in results.items() if r.latency_us.samples}
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    everything = np.concatenate([np.asarray(v, dtype=float) for v in series.values()])
+    hi = float(np.percentile(everything, 99.5))
+    lo = float(everything.min())
+    bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 60)
+    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=110)
+    try:
+        for (name, samples), color in zip(
+            series.items(), ("tab:blue", "tab:orange", "tab:green"), strict=False
+        ):
+            v = np.asarray(samples, dtype=float)
+            ax.hist(
+                np.clip(v, lo, bins[-1]),
+                bins=bins.tolist(),
+                alpha=0.55,
+                color=color,
+                label=f"{name} (n={v.size})",
+            )
+            ax.axvline(
+                float(np.median(v)), color=color, ls="--", lw=1, label=f"{name} p50 {np.median(v):.1f} µs"
+            )
+        ax.set_xlabel("latency per invoke (µs); the slowest 0.5 % are folded into the last bin")
+        ax.set_ylabel("invokes")
+        ax.legend(fontsize=8)
+        ax.grid(True, alpha=0.3)
+        dev = next(iter(results.values())).device
+        ax.set_title(f"{dev.name} ({dev.arch}, {dev.runtime} {dev.runtime_version})", fontsize=10)
+        fig.tight_layout()
+        with atomic_path(Path(dest)) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return Path(dest)

@@ -16,4 +16,5 @@ logs, tracebacks) goes to stderr.
 RESULT_SCHEMA = "edgeq.result/1"
 PROBE_SCHEMA = "edgeq.probe/1"
 SENSORS_SCHEMA = "edgeq.sensors/1"
+PREFLIGHT_SCHEMA = "edgeq.preflight/1"
 RUNNER_VERSION = "1"

@@ -32,7 +32,7 @@ import time
 import traceback
 from typing import Any, Dict, List, Optional
 
-from . import PROBE_SCHEMA, RESULT_SCHEMA, RUNNER_VERSION, SENSORS_SCHEMA
+from . import PREFLIGHT_SCHEMA, PROBE_SCHEMA, RESULT_SCHEMA, RUNNER_VERSION, SENSORS_SCHEMA
 from .measure_spec import MeasureSpec
 from .protocol import EXIT_OK, Emitter, RunnerError, one_line, protocol_stream
 
@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--device-name", default=None, help="name to record (default: the hostname)")
     sub.add_parser("probe", help="print what this device offers: arch, OS, Python, runtimes")
+    pre = sub.add_parser("preflight", help="check that a spec can run here (runtime, delegate, sensor)")
+    pre.add_argument("--spec", default="{}", help="the measurement, JSON")
     sensors = sub.add_parser(
         "sensors", help="print which power sensors, thermal zones and governors are here"
     )
@@ -313,6 +315,35 @@ def sensors(args: argparse.Namespace) -> Dict[str, Any]:
     return result
 
 
+def preflight(args: argparse.Namespace) -> Dict[str, Any]:
+    """What can be checked before a long run: the spec, the runtime and delegate, the power sensor.
+
+    A missing runtime or accelerator is an error (as it would be at run time); a missing power
+    sensor is a warning, as in a run (the rest of the measurement completes without it).
+    """
+    from .delegates import module_for
+
+    spec = MeasureSpec.from_json(args.spec)
+    result: Dict[str, Any] = {"schema": PREFLIGHT_SCHEMA, "runner_version": RUNNER_VERSION, "warnings": []}
+    module = module_for(spec.delegate)
+    result.update(module.preflight(spec))
+    if spec.power is not None:
+        from .sensors import probe_sensors
+
+        configured = probe_sensors(spec.sysfs_root, spec.vcgencmd, spec.power)["power"]["configured"]
+        result["power"] = configured
+        if not configured.get("present"):
+            result["warnings"].append(
+                {
+                    "code": "power.unavailable",
+                    "message": "power and energy will not be measured: %s" % configured.get("detail"),
+                    "hint": configured.get("hint")
+                    or "pass --power-source NAME or set power_source in the device profile",
+                }
+            )
+    return result
+
+
 def probe(args: argparse.Namespace) -> Dict[str, Any]:
     from .runtimes import RUNTIMES, probe_runtime
 
@@ -346,7 +377,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         result = (
             run(args, emitter)
             if args.command == "run"
-            else {"probe": probe, "sensors": sensors}[args.command](args)
+            else {"probe": probe, "sensors": sensors, "preflight": preflight}[args.command](args)
         )
         emitter.emit("result", result=result)
         return EXIT_OK

@@ -296,7 +296,11 @@ def _feed(x: np.ndarray, inp: Dict[str, Any]) -> np.ndarray:
 def evaluate(
     interp: Any, x: np.ndarray, y: np.ndarray, progress: Optional[Progress] = None
 ) -> Tuple[Dict[str, Any], np.ndarray]:
-    """Invoke once per sample; return {top1, n} and the raw outputs of output 0 (N, ...)."""
+    """Invoke once per sample; return {top1, n, correct, confusion} and the raw outputs of output 0.
+
+    ``confusion[i][j]`` counts the samples of true class ``i`` predicted as class ``j`` (classes are
+    the model's outputs).
+    """
     inp, out = _prepare_batch1(interp, x)
     feed = _feed(x, inp)
     n = int(x.shape[0])
@@ -311,16 +315,21 @@ def evaluate(
         if progress is not None:
             progress.update(i + 1)
     assert outputs is not None
-    pred = outputs.reshape(n, -1).argmax(axis=1)
-    correct = int((pred == y.astype(np.int64)).sum())
-    return {"top1": correct / n, "n": n, "correct": correct}, outputs
+    flat = outputs.reshape(n, -1)
+    pred = flat.argmax(axis=1)
+    truth = y.astype(np.int64)
+    correct = int((pred == truth).sum())
+    classes = max(int(flat.shape[1]), int(truth.max()) + 1)
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(confusion, (truth, pred), 1)
+    return {"top1": correct / n, "n": n, "correct": correct, "confusion": confusion.tolist()}, outputs
 
 
 def save_npy_atomic(path: str, array: np.ndarray) -> None:
     """Write to a temporary name next to ``path``, fsync, then rename: never a half-written file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, ".%s.%d.part" % (os.path.basename(path), os.getpid()))
+    tmp = os.path.join(directory, ".edgeq-%d.part" % os.getpid())  # short: the final name may be 255 bytes
     try:
         with open(tmp, "wb") as f:
             np.save(f, array)

@@ -116,7 +116,14 @@ class SensorSession:
                 self.power_result = unavailable(self.power_cfg.source, exc.message)
             else:
                 if reader is None:
-                    self.power_result = unavailable("none", "power source is none")
+                    reason = "this device has no power sensor (power_source = none)"
+                    self.warnings.warn(
+                        "power.none",
+                        "power and energy are not measured: " + reason,
+                        "pass --power-source NAME (ina2xx, ina3221, jetson-iio, rpi5-pmic, rapl, external) "
+                        "or set power_source in the device profile",
+                    )
+                    self.power_result = unavailable("none", reason)
                 else:
                     self.meter = PowerMeter(reader, self.power_cfg)
         return self

@@ -285,3 +285,14 @@ def open_model(model_path: str, spec: Any, emitter: Any = None) -> Opened:
     return Opened(
         interp, init_ms, runtime.name, runtime.version, "edgetpu", where, spec.threads, notes, details
     )
+
+
+def preflight(spec: Any) -> Dict[str, Any]:
+    """Before any work: the runtime can load external delegates, libedgetpu loads, and it finds an
+    accelerator (creating the delegate is what opens the device)."""
+    runtime = load_runtime(spec.runtime)
+    load_delegate = _load_delegate_fn(runtime)
+    library = str(spec.delegate_options.get("library") or LIBRARY)
+    _check_library(library)
+    _create_delegate(load_delegate, library, _options(spec))
+    return {"runtime": runtime.name, "runtime_version": runtime.version, "library": library}

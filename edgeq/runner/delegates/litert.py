@@ -172,3 +172,11 @@ def open_model(model_path: str, spec: Any, emitter: Any = None) -> Opened:
             interp, "xnnpack", "XNNPACK", "not taken by XNNPACK (unsupported op or type in this runtime)"
         )
     return Opened(interp, init_ms, runtime.name, runtime.version, spec.delegate, placement, spec.threads)
+
+
+def preflight(spec: Any) -> Dict[str, Any]:
+    """Before any work: the runtime imports and can drop its default delegate if asked to."""
+    runtime = load_runtime(spec.runtime)
+    if runtime.name != COMPILED:
+        _op_resolver(runtime, spec.delegate)
+    return {"runtime": runtime.name, "runtime_version": runtime.version}

@@ -844,3 +844,11 @@ def probe(root: str = "/") -> Dict[str, Any]:
     facts["gpu_nodes"] = [os.path.relpath(p, root) for p in render]
     facts["gpu_nodes_usable"] = [os.path.relpath(p, root) for p in render if os.access(p, os.R_OK | os.W_OK)]
     return facts
+
+
+def preflight(spec: Any) -> Dict[str, Any]:
+    """Before any work: OpenVINO imports and the requested device is there."""
+    ov = _OpenVINO()
+    device = requested_device(spec)
+    check_available(ov, device)
+    return {"runtime": "openvino", "runtime_version": ov.version, "device": device}
