@@ -227,3 +227,24 @@ def test_html_report_of_a_run_alone(farm: tuple[Store, Comparison], tmp_path: Pa
     assert seen["errors"] == [] and [m for m in seen["console"] if m[0] == "error"] == []
     assert seen["requests"] == [path.resolve().as_uri()] and seen["rows"] == 0
     assert seen["baseline_dists"] == 0 and seen["dist_cards"] == len(MODELS) * len(BOARDS)
+
+
+def test_runs_show_and_export_of_the_farm(farm: tuple[Store, Comparison]) -> None:
+    store, c = farm
+    assert [r.id for r in api.runs(store)] == [5, 4, 3, 2, 1] and api.runs(store)[1].baselines == ("main",)
+    shown = api.show(store, "latest")
+    assert shown["schema"] == "edgeq.farm.run/1" and shown["run"]["id"] == c.run_id
+    pairs = {(p["model"], p["device"]): p for p in shown["pairs"]}
+    assert len(pairs) == len(MODELS) * len(BOARDS) + 1
+    timed_out = pairs[("kws-ds-cnn", "pi5-a")]
+    assert (timed_out["status"], timed_out["rounds"], timed_out["failures"]) == ("timeout", 0, 3)
+    assert timed_out["message"] == "no result within 600 s"
+    mob = pairs[("mobilenet", "pi5-a")]
+    assert mob["status"] == "ok" and mob["rounds"] == 3 and len(mob["latency_p50_us"]) == 3
+    assert mob["accuracy_pct"] == 74.0 and mob["energy_mj"] is not None and mob["throttled"] is False
+    assert pairs[("new-model", "pi5-a")]["accuracy_pct"] is None
+    exported = api.export(store, "main")
+    assert exported["run"]["id"] == c.baseline_run_id and len(exported["results"]) == 3 * len(MODELS) * len(
+        BOARDS
+    )
+    assert all(len(r["metrics"]["latency_samples_us"]) == 400 for r in exported["results"])
