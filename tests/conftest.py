@@ -12,7 +12,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 # Session fixtures shared by several modules live in these plugins, so each runs once per session.
-pytest_plugins = ["support_cli", "support_farm", "support_farmstore", "support_models", "support_postgres", "support_sshd"]
+pytest_plugins = [
+    "support_cli",
+    "support_farm",
+    "support_farmstore",
+    "support_models",
+    "support_postgres",
+    "support_sshd",
+]
 
 
 def missing_prerequisite(message: str) -> None:
