@@ -336,3 +336,123 @@ def load_report(path: Path) -> Report:
 
 def read_model_sidecar(model: Path) -> dict[str, Any] | None:
     return read_sidecar(model)
+
+
+# ------------------------------------------------------------------------------------------------
+# Farm
+
+
+def farm_plan(farm_toml: Path, profiles: tuple[Path, ...] = ()) -> Any:
+    """FARM.toml read and validated (``edgeq.farm.plan.Plan``); a bad file is one UserInputError."""
+    from edgeq.farm.plan import load_plan
+
+    return load_plan(farm_toml, profiles)
+
+
+def farm_run(
+    farm_toml: Path,
+    *,
+    db: str | None = None,
+    against: str | None = None,
+    fresh: bool = False,
+    profiles: tuple[Path, ...] = (),
+    junit: Path | None = None,
+    html: Path | None = None,
+    on_event: EventCallback = noop,
+) -> Any:
+    """Run a farm: every model on every board, boards in parallel, each result committed as it
+    completes; a killed run resumes when rerun. Returns ``edgeq.farm.run.RunOutcome`` (its
+    ``exit_code``: 0, 3 when a board failed, 4 when a verdict regressed)."""
+    from edgeq.farm import results_api
+    from edgeq.farm.plan import load_plan
+    from edgeq.farm.run import run_farm
+    from edgeq.farm.store import open_store
+
+    for path, flag in ((junit, "--junit"), (html, "--html")):
+        if path is not None:
+            check_writable_file(Path(path), flag)
+    plan = load_plan(farm_toml, profiles)
+    if junit is not None and not (against or plan.against):
+        raise UserInputError(
+            "--junit needs verdicts to report",
+            "pass --against NAME (a baseline), or set against in FARM.toml",
+        )
+    outcome = run_farm(plan, db=db, against=against, fresh=fresh, on_event=on_event)
+    if junit is not None or html is not None:
+        with open_store(db or plan.store) as store:
+            if junit is not None and outcome.comparison is not None:
+                results_api.write_junit(outcome.comparison, Path(junit))
+            if html is not None:
+                subject = outcome.comparison if outcome.comparison is not None else outcome.run.id
+                results_api.write_html(store, subject, Path(html))
+    return outcome
+
+
+def farm_runs(*, db: str | None = None, farm: str | None = None, limit: int | None = 50) -> list[Any]:
+    """The store's runs, newest first (``edgeq.farm.store.RunInfo``)."""
+    from edgeq.farm import results_api
+    from edgeq.farm.store import open_store
+
+    with open_store(db) as store:
+        return results_api.runs(store, farm=farm, limit=limit)
+
+
+def farm_show(run: str, *, db: str | None = None) -> dict[str, Any]:
+    """A run and one line per (model, device) (``edgeq.farm.run/1``)."""
+    from edgeq.farm import results_api
+    from edgeq.farm.store import open_store
+
+    with open_store(db) as store:
+        return results_api.show(store, run)
+
+
+def farm_export(run: str, *, db: str | None = None) -> dict[str, Any]:
+    """A run and every result whole, raw samples included (``edgeq.farm.export/1``)."""
+    from edgeq.farm import results_api
+    from edgeq.farm.store import open_store
+
+    with open_store(db) as store:
+        return results_api.export(store, run)
+
+
+def farm_baseline_set(run: str, *, name: str = "main", db: str | None = None) -> Any:
+    """Point the baseline ``name`` at ``run``; returns the run (``RunInfo``)."""
+    from edgeq.farm import results_api
+    from edgeq.farm.store import open_store
+
+    with open_store(db) as store:
+        return results_api.baseline_set(store, run, name=name)
+
+
+def farm_compare(
+    run: str,
+    *,
+    against: str = "main",
+    db: str | None = None,
+    farm_toml: Path | None = None,
+    junit: Path | None = None,
+    html: Path | None = None,
+) -> Any:
+    """Verdicts of ``run`` against a baseline (``edgeq.farm.verdict.Comparison``; ``gate_failed``:
+    exit 4). Thresholds: FARM.toml's ``[thresholds]`` when given, else the run's own, else defaults."""
+    from edgeq.farm import results_api
+    from edgeq.farm.store import open_store
+    from edgeq.farm.verdict import Thresholds
+
+    for path, flag in ((junit, "--junit"), (html, "--html")):
+        if path is not None:
+            check_writable_file(Path(path), flag)
+    with open_store(db) as store:
+        thresholds = None
+        if farm_toml is not None:
+            thresholds = farm_plan(farm_toml).thresholds
+        else:
+            meta = store.run(store.resolve_run(run)).meta
+            if isinstance(meta.get("thresholds"), dict):
+                thresholds = Thresholds.from_toml(meta["thresholds"], f"run {run}")
+        comparison = results_api.compare(store, run, against=against, thresholds=thresholds)
+        if junit is not None:
+            results_api.write_junit(comparison, Path(junit))
+        if html is not None:
+            results_api.write_html(store, comparison, Path(html))
+    return comparison

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import traceback
 
-from edgeq.cli import devices_commands, measure_commands, pipeline_command, train_commands
+from edgeq.cli import devices_commands, farm_commands, measure_commands, pipeline_command, train_commands
 from edgeq.cli.app import app, err
 from edgeq.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EdgeqError
 
@@ -24,6 +24,9 @@ for command in (
 app.command()(measure_commands.measure_options(measure_commands.profile))
 app.command()(measure_commands.deploy)
 app.add_typer(devices_commands.app, name="devices", help="Device profiles: list, show, check, set up.")
+app.add_typer(
+    farm_commands.app, name="farm", help="Device farm: run models x boards, results, baselines, verdicts."
+)
 
 
 # ------------------------------------------------------------------------------------------------
