@@ -39,8 +39,12 @@ def _utils() -> Any:
 def check_file(path: Path) -> Path:
     """A readable file with the TFLite identifier, or one UserInputError (before any work)."""
     path = Path(path)
-    if not path.exists():
-        raise UserInputError(f"model not found: {path}", "check the path of the .tflite file")
+    try:
+        path.stat()
+    except FileNotFoundError:
+        raise UserInputError(f"model not found: {path}", "check the path of the .tflite file") from None
+    except OSError as exc:  # a name too long for the file system, a component that is a file, ...
+        raise UserInputError(f"cannot use model path {str(path)[:80]}…: {exc.strerror}", "check the path") from None
     if not path.is_file():
         raise UserInputError(f"model is not a file: {path}", "pass the .tflite file itself")
     try:

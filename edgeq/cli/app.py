@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperOption
 
 from edgeq.data import DataOptions
 from edgeq.devices.connect import DeviceTarget
@@ -24,12 +25,47 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
+_display_type_rich = TyperOption.display_type_rich
+
+
+def _flag_without_type(self: TyperOption, ctx: Any) -> str | None:
+    # Typer's rich help prints "<bool>" after every flag ("--json <bool>"), as if it took a value.
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"edgeq {version('edgeq')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print edgeq's version and exit.", is_eager=True, callback=_version),
+    ] = False,
+) -> None:
+    """From a Keras model to full-int8 numbers measured on a real edge device."""
+
+
 DataOpt = Annotated[
     str, typer.Option("--data", help="'digits' (bundled), a .npz file (x, y[, labels]) or an image folder.")
 ]
 ImageSizeOpt = Annotated[str, typer.Option(help="HxW that image-folder images are resized to.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the split and of training.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
+TemperatureOpt = Annotated[
+    float, typer.Option(help="Distillation temperature (softens the teacher's outputs).")
+]
+AlphaOpt = Annotated[
+    float, typer.Option(help="Weight of the hard-label loss (1 − alpha: the teacher's soft targets).")
+]
 DeviceOpt = Annotated[str, typer.Option(help="Device profile name or path to a .toml profile.")]
 ProfilesOpt = Annotated[
     list[Path] | None,

@@ -109,12 +109,12 @@ def check_cmd(
     def show(item: device_check.CheckItem) -> None:
         if not as_json:
             style = _STYLE.get(item.status, "")
-            err.print(f"[{style}]{item.status:4}[/] {item.name:14} {item.detail}", soft_wrap=True)
+            out.print(f"[{style}]{item.status:4}[/] {item.name:14} {item.detail}", soft_wrap=True)
             if item.hint and item.status != "OK":
-                err.print(f"     {'':14} [dim]→ {item.hint}[/]", soft_wrap=True)
+                out.print(f"     {'':14} [dim]→ {item.hint}[/]", soft_wrap=True)
 
     if not as_json:
-        err.print(f"[bold]{p.name}[/] ({p.address})")
+        out.print(f"[bold]{p.name}[/] ({p.address})")
     report = device_check.check_device(p, trust_new_host=trust_new_host, on_item=show)
     if as_json:
         _print_json(report.to_dict())

@@ -49,11 +49,17 @@ def pipeline(
         int, typer.Option(help="Epochs of quantization-aware training.", rich_help_panel=_TRAINING)
     ] = 4,
     temperature: Annotated[
-        float, typer.Option(help="Distillation temperature.", rich_help_panel=_TRAINING)
+        float,
+        typer.Option(
+            help="Distillation temperature (softens the teacher's outputs).", rich_help_panel=_TRAINING
+        ),
     ] = 4.0,
     alpha: Annotated[
         float,
-        typer.Option(help="Weight of the hard-label loss (1 − alpha: teacher).", rich_help_panel=_TRAINING),
+        typer.Option(
+            help="Weight of the hard-label loss (1 − alpha: the teacher's soft targets).",
+            rich_help_panel=_TRAINING,
+        ),
     ] = 0.3,
     device: DeviceOpt = "local",
     profiles: ProfilesOpt = None,

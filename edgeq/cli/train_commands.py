@@ -10,11 +10,13 @@ from rich.table import Table
 
 from edgeq import api
 from edgeq.cli.app import (
+    AlphaOpt,
     DataOpt,
     ImageSizeOpt,
     JsonOpt,
     Progress,
     SeedOpt,
+    TemperatureOpt,
     data_options,
     emit,
     out,
@@ -27,7 +29,7 @@ def train(
         "teacher.keras"
     ),
     arch: Annotated[str, typer.Option(help="Built-in architecture: teacher or student.")] = "teacher",
-    epochs: int = 10,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
     data: DataOpt = "digits",
     image_size: ImageSizeOpt = "32x32",
     seed: SeedOpt = 0,
@@ -47,9 +49,9 @@ def distill(
     out_path: Annotated[Path, typer.Option("--out", help="Where to save the student (.keras).")] = Path(
         "student.keras"
     ),
-    epochs: int = 15,
-    temperature: float = 4.0,
-    alpha: float = 0.3,
+    epochs: Annotated[int, typer.Option(help="Distillation epochs.")] = 15,
+    temperature: TemperatureOpt = 4.0,
+    alpha: AlphaOpt = 0.3,
     data: DataOpt = "digits",
     image_size: ImageSizeOpt = "32x32",
     seed: SeedOpt = 0,
@@ -75,10 +77,10 @@ def qat(
     out_path: Annotated[Path, typer.Option("--out", help="Where to save the QAT model (.h5).")] = Path(
         "student_qat.h5"
     ),
-    epochs: int = 4,
+    epochs: Annotated[int, typer.Option(help="Quantization-aware training epochs.")] = 4,
     teacher: Annotated[Path | None, typer.Option(help="Keep distilling from this teacher.")] = None,
-    temperature: float = 4.0,
-    alpha: float = 0.3,
+    temperature: TemperatureOpt = 4.0,
+    alpha: AlphaOpt = 0.3,
     data: DataOpt = "digits",
     image_size: ImageSizeOpt = "32x32",
     seed: SeedOpt = 0,
@@ -119,9 +121,11 @@ def export(
 
 def inspect(
     model: Annotated[Path, typer.Argument(help="A .tflite model.")],
-    require_int8: Annotated[bool, typer.Option(help="Exit 4 unless the model is int8 end to end.")] = False,
+    require_int8: Annotated[
+        bool, typer.Option("--require-int8", help="Exit 4 unless the model is int8 end to end.")
+    ] = False,
     debug_quant: Annotated[
-        bool, typer.Option(help="Per-layer quantization error (QuantizationDebugger).")
+        bool, typer.Option("--debug-quant", help="Per-layer quantization error against the float source.")
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:

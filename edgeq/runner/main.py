@@ -160,7 +160,7 @@ def run(args: argparse.Namespace, emitter: Emitter) -> Dict[str, Any]:
         save_npy_atomic,
         set_random_inputs,
     )
-    from .memory import MemoryWatch
+    from .rss import MemoryWatch
     from .protocol import Progress
     from .session import SensorSession
 
