@@ -1,48 +1,75 @@
 """Content-addressed deploy: a file lands at ``<workdir>/<kind>/<sha256>/<basename>`` on the device.
 
-A file already there with the same sha256 is not sent again. Before a file is sent, the free space
-where it goes is checked (one line naming both sizes when it does not fit); after it landed, its
-directory is fsynced so that the final rename survives a power cut. Only ``transport.run`` (with argument
-lists), ``transport.put`` and ``transport.get`` are used, so any Transport works. Remote paths are
-POSIX paths and always stay inside ``workdir``.
+A file already there with the same sha256 is not sent again. Before anything is sent, the free space
+where it goes is checked (one line naming both sizes when it does not fit); what is sent is verified
+by sha256 on the device and its directory fsynced, so the final rename survives a power cut.
+
+:func:`deploy_files` does all of this for several files with one program on the device before the
+transfer (which files are there, whole and unchanged; free space; directories made) and, unless the
+transport verifies its own uploads (``put_many``, as SSH does), one after it: the cost of a deploy is
+two process starts on the device at most, one when nothing changed, whatever the number of files.
+Only ``transport.run`` (with argument lists), ``transport.put`` and ``transport.get`` are needed, so
+any Transport works. Remote paths are POSIX paths and always stay inside ``workdir``.
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from edgeq.devices.paths import SHA256_HEX, check_workdir, remote_path_for
 from edgeq.devices.transports.transport import Transport
 from edgeq.errors import DeviceError, UserInputError
 from edgeq.files import sha256_file
 
-# Runs with the device's Python; the path is sys.argv[1], never part of the program text. Prints the
-# file's sha256, or "missing FREE" (after creating its directory, so put() has somewhere to land;
-# FREE: bytes an unprivileged writer may still use there). With argv[2] == "sync" the directory is
-# fsynced first: the rename that put the file there is durable only then.
+__all__ = [
+    "CHECK_PROGRAM",
+    "Deployed",
+    "RemoteFile",
+    "deploy_file",
+    "deploy_files",
+    "remote_check",
+    "remote_checks",
+    "remote_path_for",
+    "remove_remote",
+]
+
+# Runs with the device's Python (-S: the standard library is all it needs, and site costs a third of
+# its start). argv[1] is "check" or "sync", then the paths, never part of the program text. Prints
+# one line per path, in order: "have SHA256", or "missing FREE DEV" after creating its directory (so a
+# put has somewhere to land; FREE: bytes an unprivileged writer may still use there, DEV: the
+# directory's st_dev, so sizes add up per file system). With "sync" the directories of the files
+# that are there are fsynced first: a rename that put a file there is durable only then.
 CHECK_PROGRAM = """\
 import hashlib, os, sys
-path = sys.argv[1]
-directory = os.path.dirname(path)
-if os.path.isfile(path):
-    if sys.argv[2:3] == ["sync"]:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    print(h.hexdigest())
-else:
-    os.makedirs(directory, exist_ok=True)
-    st = os.statvfs(directory)
-    print("missing %d" % (st.f_bavail * st.f_frsize))
+mode, paths = sys.argv[1], sys.argv[2:]
+if mode == "sync":
+    done = set()
+    for path in paths:
+        directory = os.path.dirname(path)
+        if directory not in done and os.path.isfile(path):
+            done.add(directory)
+            fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+for path in paths:
+    if os.path.isfile(path):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        print("have " + h.hexdigest())
+    else:
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        st = os.statvfs(directory)
+        print("missing %d %d" % (st.f_bavail * st.f_frsize, os.stat(directory).st_dev))
 """
 
 REMOVE_PROGRAM = """\
@@ -55,6 +82,7 @@ for path in sys.argv[1:]:
 """
 
 _CHECK_TIMEOUT_S = 300.0
+_CHECK_BATCH = 64  # paths per CHECK_PROGRAM run (keeps the command line short)
 
 
 @dataclass(frozen=True)
@@ -68,65 +96,146 @@ class Deployed:
 class RemoteFile:
     sha256: str | None  # None: there is no such file
     free_bytes: int | None = None  # when missing: free space in its directory
+    device: int | None = None  # when missing: the st_dev of its directory (one per file system)
+
+
+@runtime_checkable
+class VerifiedBatchPut(Protocol):
+    """A transport whose ``put_many`` verifies each file by sha256 on the device before renaming it
+    onto its final name and fsyncs the directories (SSHTransport): no check is needed afterwards."""
+
+    def put_many(self, items: Sequence[tuple[Path, str]]) -> list[int]: ...
+
+
+def remote_checks(
+    transport: Transport, python: str, remote_paths: Sequence[str], sync: bool = False
+) -> list[RemoteFile]:
+    """For each of ``remote_paths``: its sha256 on the device, or, when there is no such file, the free
+    space where it would go (its directory is made). With ``sync`` the directories of the files that
+    are there are fsynced first. One program run on the device per 64 paths."""
+    found: list[RemoteFile] = []
+    for i in range(0, len(remote_paths), _CHECK_BATCH):
+        group = list(remote_paths[i : i + _CHECK_BATCH])
+        argv = [python, "-S", "-c", CHECK_PROGRAM, "sync" if sync else "check", *group]
+        res = transport.run(argv, timeout=_CHECK_TIMEOUT_S)
+        out = [line.strip() for line in res.stdout.splitlines() if line.strip()]
+        if res.exit_code != 0 or len(out) < len(group):
+            tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DeviceError(
+                f"cannot check {group[0]} on device {transport.name!r}: {tail}",
+                f"check that {python!r} runs on the device and that its workdir is writable",
+            )
+        for answer in out[-len(group) :]:  # a chatty login shell may print lines before
+            found.append(_parse_answer(transport, answer))
+    return found
+
+
+def _parse_answer(transport: Transport, answer: str) -> RemoteFile:
+    missing = re.fullmatch(r"missing (\d+) (\d+)", answer)
+    if missing:
+        return RemoteFile(None, int(missing.group(1)), int(missing.group(2)))
+    word, _, sha = answer.partition(" ")
+    if word != "have" or not SHA256_HEX.match(sha):
+        raise DeviceError(f"unexpected answer from device {transport.name!r}: {answer[:80]!r}", "")
+    return RemoteFile(sha)
 
 
 def remote_check(transport: Transport, python: str, remote_path: str, sync: bool = False) -> RemoteFile:
-    """The sha256 of ``remote_path`` on the device (its directory fsynced first with ``sync``), or,
-    when there is no such file, the free space where it would go."""
-    argv = [python, "-c", CHECK_PROGRAM, remote_path] + (["sync"] if sync else [])
-    res = transport.run(argv, timeout=_CHECK_TIMEOUT_S)
-    out = res.stdout.strip().splitlines()
-    if res.exit_code != 0 or not out:
-        tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DeviceError(
-            f"cannot check {remote_path} on device {transport.name!r}: {tail}",
-            f"check that {python!r} runs on the device and that its workdir is writable",
-        )
-    answer = out[-1].strip()
-    missing = re.fullmatch(r"missing (\d+)", answer)
-    if missing:
-        return RemoteFile(None, int(missing.group(1)))
-    if not SHA256_HEX.match(answer):
-        raise DeviceError(f"unexpected answer from device {transport.name!r}: {answer[:80]!r}", "")
-    return RemoteFile(answer)
+    """:func:`remote_checks` for one path."""
+    return remote_checks(transport, python, [remote_path], sync)[0]
 
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
+@dataclass(frozen=True)
+class _Local:
+    path: Path
+    kind: str
+    sha256: str
+    size: int
+    remote: str
+
+
+def deploy_files(
+    transport: Transport, python: str, workdir: str, files: Sequence[tuple[Path, str]]
+) -> list[Deployed]:
+    """Put each ``(local_path, kind)`` on the device unless the same content is already there.
+
+    One program on the device checks them all (and makes their directories); only the missing or
+    changed ones are sent, after a free-space check that adds their sizes per file system; then they
+    are verified (by the transport's ``put_many`` when it has one, else by one more program run).
+
+    ``deploy_files(t, "python3", "/home/pi/edgeq", [(Path("runner.pyz"), "runner"),
+    (Path("m.tflite"), "models")])`` gives ``[Deployed("/home/pi/edgeq/runner/<sha>/runner.pyz", "<sha>",
+    254770), Deployed(".../models/<sha>/m.tflite", "<sha>", 606528)]``, and ``bytes_sent=0`` for both
+    the second time. A file listed twice is deployed once.
+    """
+    wanted: list[_Local] = []
+    for path, kind in files:
+        local = Path(path)
+        if not local.is_file():
+            raise UserInputError(f"file not found: {local}", "check the path")
+        sha = sha256_file(local)
+        remote = remote_path_for(workdir, kind, sha, local.name)
+        wanted.append(_Local(local, kind, sha, local.stat().st_size, remote))
+    unique = list({w.remote: w for w in wanted}.values())
+    checked = remote_checks(transport, python, [w.remote for w in unique])
+    there = {w.remote: found for w, found in zip(unique, checked, strict=True)}
+    missing = [w for w in unique if there[w.remote].sha256 != w.sha256]
+    _check_free_space(transport, missing, there)
+    sent: dict[str, int] = {}
+    if missing:
+        items = [(w.path, w.remote) for w in missing]
+        if isinstance(transport, VerifiedBatchPut):
+            counts = transport.put_many(items)
+        else:
+            counts = [transport.put(local, remote) for local, remote in items]
+            landed = remote_checks(transport, python, [w.remote for w in missing], sync=True)
+            for w, found in zip(missing, landed, strict=True):
+                if found.sha256 != w.sha256:
+                    raise DeviceError(
+                        f"{w.path.name} arrived damaged on device {transport.name!r} "
+                        f"(sha256 {found.sha256 or 'missing'}, expected {w.sha256})",
+                        "check the device's free space and retry",
+                    )
+        sent = {w.remote: n for w, n in zip(missing, counts, strict=True)}
+    result: list[Deployed] = []
+    for w in wanted:
+        result.append(Deployed(w.remote, w.sha256, sent.pop(w.remote, 0)))  # a repeat was sent once
+    return result
+
+
+def _check_free_space(transport: Transport, missing: list[_Local], there: dict[str, RemoteFile]) -> None:
+    """Refuse before anything is sent when the files to send do not fit where they go (per file system)."""
+    by_device: dict[int | None, list[_Local]] = {}
+    for w in missing:
+        by_device.setdefault(there[w.remote].device, []).append(w)
+    for group in by_device.values():
+        free = min((f for f in (there[w.remote].free_bytes for w in group) if f is not None), default=None)
+        need = sum(w.size for w in group)
+        if free is None or free >= need:
+            continue
+        names = ", ".join(w.path.name for w in group)
+        raise DeviceError(
+            f"device {transport.name!r} has {_mib(free)} free in "
+            f"{posixpath.dirname(group[0].remote)}, {names} {'needs' if len(group) == 1 else 'need'} "
+            f"{_mib(need)}",
+            "free space on the device (earlier deploys live under its workdir) or set a workdir on a "
+            "larger filesystem in the device profile",
+        )
+
+
 def deploy_file(transport: Transport, python: str, workdir: str, local_path: Path, kind: str) -> Deployed:
-    """Put ``local_path`` on the device unless the same content is already there.
+    """Put ``local_path`` on the device unless the same content is already there (see
+    :func:`deploy_files`, which does several files for the cost of one).
 
     ``deploy_file(LocalTransport(), sys.executable, "/tmp/w", Path("m.tflite"), "models")`` gives
     ``Deployed("/tmp/w/models/<sha256>/m.tflite", "<sha256>", 2160)``, and ``bytes_sent=0`` the
     second time.
     """
-    local_path = Path(local_path)
-    if not local_path.is_file():
-        raise UserInputError(f"file not found: {local_path}", "check the path")
-    sha = sha256_file(local_path)
-    remote = remote_path_for(workdir, kind, sha, local_path.name)
-    there = remote_check(transport, python, remote)
-    if there.sha256 == sha:
-        return Deployed(remote, sha, 0)
-    size = local_path.stat().st_size
-    if there.free_bytes is not None and there.free_bytes < size:
-        raise DeviceError(
-            f"device {transport.name!r} has {_mib(there.free_bytes)} free in {posixpath.dirname(remote)}, "
-            f"{local_path.name} needs {_mib(size)}",
-            "free space on the device (earlier deploys live under its workdir) or set a workdir on a "
-            "larger filesystem in the device profile",
-        )
-    sent = transport.put(local_path, remote)
-    landed = remote_check(transport, python, remote, sync=True).sha256
-    if landed != sha:
-        raise DeviceError(
-            f"{local_path.name} arrived damaged on device {transport.name!r} "
-            f"(sha256 {landed or 'missing'}, expected {sha})",
-            "check the device's free space and retry",
-        )
-    return Deployed(remote, sha, sent)
+    return deploy_files(transport, python, workdir, [(local_path, kind)])[0]
 
 
 def remove_remote(transport: Transport, python: str, workdir: str, *paths: str) -> None:
@@ -134,4 +243,4 @@ def remove_remote(transport: Transport, python: str, workdir: str, *paths: str) 
     root = check_workdir(workdir)
     inside = [p for p in paths if posixpath.normpath(p) == p and p.startswith(root + "/")]
     if inside:
-        transport.run([python, "-c", REMOVE_PROGRAM, *inside], timeout=_CHECK_TIMEOUT_S)
+        transport.run([python, "-S", "-c", REMOVE_PROGRAM, *inside], timeout=_CHECK_TIMEOUT_S)

@@ -4,7 +4,9 @@ An unknown host is refused (its key type and SHA256 fingerprint are shown, with 
 it); ``--trust-new-host`` pins it into ``$EDGEQ_HOME/known_hosts``; a key that differs from a known one
 is always refused, whatever the flags. The files are read with a small OpenSSH-compatible parser
 (hashed names, ``[host]:port``, ``*``/``?`` patterns, ``!`` negation, ``@revoked``) rather than
-paramiko's ``HostKeys``, which does not understand patterns or markers.
+paramiko's ``HostKeys``, which does not understand patterns or markers. Nothing here imports
+paramiko (commands that never connect do not pay for it); the policy object paramiko calls lives in
+``ssh.py``.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from edgeq.errors import DeviceError
 from edgeq.home import edgeq_home
+
+if TYPE_CHECKING:
+    import paramiko
 
 TRUST_FLAG = "--trust-new-host"
 
@@ -228,31 +231,3 @@ class KnownHosts:
             if old and not old.endswith("\n"):
                 old += "\n"
             atomic_write_text(self.edgeq_file, old + line)
-
-
-class EdgeqHostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """Every server key reaches this policy (the client's own key cache is left empty on purpose), so
-    the comparison with both known-hosts files is always edgeq's, never paramiko's auto-add."""
-
-    def __init__(self, known: KnownHosts, host: str, port: int, trust_new_host: bool = False) -> None:
-        self.known = known
-        self.host = host
-        self.port = port
-        self.trust_new_host = trust_new_host
-        self.outcome = ""
-
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        # ``hostname`` is paramiko's "[host]:port"; we use the exact pair we dialled instead.
-        self.outcome = self.known.verify(self.host, self.port, key, self.trust_new_host)
-
-
-def transport_factory(known: KnownHosts, host: str, port: int) -> Any:
-    """A paramiko ``transport_factory`` that prefers host-key types already known for this host."""
-
-    def make(sock: Any, **kwargs: Any) -> paramiko.Transport:
-        t = paramiko.Transport(sock, **kwargs)
-        opts = t.get_security_options()
-        opts.key_types = known.preferred_algorithms(host, port, list(opts.key_types))
-        return t
-
-    return make

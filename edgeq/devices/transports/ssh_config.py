@@ -2,7 +2,8 @@
 
 The file is ``~/.ssh/config`` (``EDGEQ_SSH_CONFIG`` names another one; ``EDGEQ_SSH_CONFIG=none``
 reads none). Parsing and ``Host`` / ``Match`` matching are paramiko's ``SSHConfig``; edgeq uses only
-the five keys above. A device profile's own values win: its ``user`` and ``identity_file`` when set,
+the five keys above. paramiko is imported only when a config file is read, and :func:`defer_invoke`
+keeps its optional ``invoke`` import (used for ``Match exec`` alone) from costing every start-up. A device profile's own values win: its ``user`` and ``identity_file`` when set,
 its ``port`` when it is not 22.
 
 ``lookup("lab-pi")`` with ``Host lab-pi / HostName 10.0.0.7 / User pi / ProxyJump gw`` gives
@@ -11,12 +12,12 @@ its ``port`` when it is not 22.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import paramiko
 
 from edgeq.errors import UserInputError
 
@@ -39,6 +40,25 @@ class Hop:
     user: str | None
 
 
+def defer_invoke() -> None:
+    """Make ``import invoke`` lazy (idempotent): the module loads on its first attribute access.
+
+    paramiko's ``config`` module (imported by ``import paramiko``) imports ``invoke`` eagerly, yet
+    uses it only to evaluate ``Match exec`` lines; loading it costs ~60 ms of CPU on every command
+    that connects. Call this before paramiko is first imported; ``Match exec`` keeps working.
+    """
+    if "invoke" in sys.modules:
+        return
+    spec = importlib.util.find_spec("invoke")
+    if spec is None or spec.loader is None:
+        return  # not installed: paramiko copes (Match exec then says so)
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["invoke"] = module
+    loader.exec_module(module)
+
+
 def config_path() -> Path | None:
     value = os.environ.get("EDGEQ_SSH_CONFIG")
     if value is not None and value.strip().lower() == "none":
@@ -51,6 +71,9 @@ def lookup(alias: str, path: Path | None = None) -> HostConfig:
     path = config_path() if path is None else path
     if path is None or not path.is_file():
         return HostConfig(alias)
+    defer_invoke()
+    import paramiko
+
     try:
         found = paramiko.SSHConfig.from_path(str(path)).lookup(alias)
     except (OSError, UnicodeDecodeError, ValueError, paramiko.ssh_exception.ConfigParseError) as exc:
