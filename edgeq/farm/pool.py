@@ -212,6 +212,9 @@ class _Board:
         return self.session
 
     def _lock_board(self, s: DeviceSession) -> None:
+        if self.board_lock is not None:  # its keeper went with the old connection
+            self.board_lock.release()
+            self.board_lock = None
         info = {**self.ctx_info(), "device": self.device.name}
         lock = BoardLock(s.transport, s.python, s.workdir, info)
         remaining = max(0.0, self.lock_deadline - time.monotonic())
@@ -387,10 +390,11 @@ def _run_tasks(ctx: Context, board: _Board, tasks: list[Task], out: BoardOutcome
             attempt = first_attempt + i
             if ctx.stop.is_set():
                 return
-            t0 = time.time()
+            t0: float | None = None  # set once the board is ours: the attempt's time on the board
             board.emit("measure", model=model.name, round=round_no, attempt=attempt)
             try:
                 session = board.connect()
+                t0 = time.time()
                 result = _measure(ctx, session, pair, board)
             except BoardBusy:
                 raise
