@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,17 +31,35 @@ class CompileResult:
         }
 
 
+CheckLine = tuple[str, str, str]  # (OK / WARN / FAIL, detail, hint) for `edgeq devices check`
+
+
 class Delegate(Protocol):
     """A delegate's host side. ``name`` is what profiles and ``--delegate`` say."""
 
     name: str
     description: str
 
-    def coverage(self, model: Path) -> Coverage:
-        """Which ops of ``model`` can run on the delegate and why the others cannot (offline)."""
+    def coverage(self, model: Path, *, delegate_options: Mapping[str, Any] | None = None) -> Coverage:
+        """Which ops of ``model`` can run on the delegate and why the others cannot (offline).
+        ``delegate_options`` are the profile's (e.g. OpenVINO's ``device``)."""
         ...
 
-    def compile(self, model: Path, out_dir: Path, *, timeout_s: float = 600.0) -> CompileResult:
-        """Compile ``model`` for the delegate into ``out_dir``; raises UserInputError when the
-        compiler is missing or refuses the model (one line, with what to install or change)."""
+    def compile(
+        self,
+        model: Path,
+        out_dir: Path,
+        *,
+        timeout_s: float = 600.0,
+        delegate_options: Mapping[str, Any] | None = None,
+    ) -> CompileResult:
+        """Compile ``model`` for the delegate into ``out_dir`` (the model itself when there is nothing
+        to compile); raises UserInputError when the compiler is missing or refuses the model (one
+        line, with what to install or change)."""
+        ...
+
+    def check_lines(
+        self, facts: Mapping[str, Any], delegate_options: Mapping[str, Any], runtime_version: str
+    ) -> list[CheckLine]:
+        """``devices check`` lines from the device's facts (the runner's ``delegate-facts``)."""
         ...

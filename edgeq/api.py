@@ -21,7 +21,7 @@ from edgeq.errors import GateFailed, UserInputError
 from edgeq.events import EventCallback, epoch_reporter, noop
 from edgeq.export import convert
 from edgeq.export.sidecar import build_sidecar, read_sidecar, sidecar_path
-from edgeq.files import atomic_write, check_writable_file, sha256_file, write_json
+from edgeq.files import atomic_write, check_writable_dir, check_writable_file, sha256_file, write_json
 from edgeq.pipeline import PipelineOptions, run_pipeline
 from edgeq.result import Report, Result
 from edgeq.spec import MeasureSpec
@@ -34,6 +34,7 @@ __all__ = [
     "PipelineOptions",
     "Report",
     "Result",
+    "compile",
     "deploy",
     "distill",
     "export",
@@ -223,15 +224,51 @@ def export(
     return {"model": str(out), "sidecar": str(sidecar_path(out)), "size_bytes": len(blob), **acc}
 
 
-def inspect(model: Path, *, debug_quant: bool = False) -> dict[str, Any]:
+def inspect(
+    model: Path,
+    *,
+    debug_quant: bool = False,
+    delegate: str | None = None,
+    delegate_options: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """Ops, tensor dtypes, quantization parameters, size and the full-int8 verdict of a ``.tflite``.
 
-    ``debug_quant`` adds per-layer quantization error from TFLite's QuantizationDebugger; it needs
-    the float model and dataset recorded in the sidecar that ``edgeq export``/``pipeline`` wrote.
+    ``debug_quant`` adds per-layer quantization error against the float source recorded in the
+    sidecar that ``edgeq export``/``pipeline`` wrote. ``delegate`` adds ``coverage``: per op, whether
+    it can run on that delegate and why not (offline).
     """
+    from edgeq import delegates
     from edgeq.export.inspect import inspect_model
 
-    return inspect_model(Path(model), debug_quant=debug_quant)
+    d = delegates.get(delegate) if delegate is not None else None  # an unknown name fails first
+    info = inspect_model(Path(model), debug_quant=debug_quant, **options)
+    if d is not None:
+        info["coverage"] = d.coverage(Path(model), delegate_options=delegate_options).to_dict()
+    return info
+
+
+def compile(
+    model: Path,
+    out_dir: Path,
+    *,
+    delegate: str,
+    delegate_options: Mapping[str, Any] | None = None,
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    """Compile ``model`` for ``delegate`` into ``out_dir`` (e.g. ``*_edgetpu.tflite``); with the
+    compiler's own per-op coverage and where it disagrees with the offline analysis."""
+    from edgeq import delegates
+
+    d = delegates.get(delegate)
+    tflite.check_file(Path(model))
+    if timeout_s <= 0:
+        raise UserInputError(
+            f"--timeout must be > 0, got {timeout_s}", "pass the compiler's time limit in seconds"
+        )
+    check_writable_dir(Path(out_dir), "--out")
+    result = d.compile(Path(model), Path(out_dir), timeout_s=timeout_s, delegate_options=delegate_options)
+    return result.to_dict()
 
 
 # ------------------------------------------------------------------------------------------------

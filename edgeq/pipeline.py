@@ -128,6 +128,41 @@ def _check_options(o: PipelineOptions) -> None:
         raise UserInputError(f"unknown --weights {o.weights!r}", f"use one of {', '.join(WEIGHTS)}")
 
 
+def _for_delegate(
+    od: OutputDir, model: Path, spec: MeasureSpec, stage: Any, warnings: list[dict[str, str]]
+) -> tuple[Path, dict[str, Any] | None]:
+    """For an accelerator: the offline coverage, then the compiler where there is one. Returns the
+    model to deploy (the compiled one when it compiled) and what the report says about it."""
+    from edgeq import delegates
+
+    if spec.delegate in ("none", "xnnpack"):
+        return model, None
+    d = delegates.get(spec.delegate)
+    cov = d.coverage(model, delegate_options=spec.delegate_options)
+    stage("delegate", f"offline analysis: {cov.summary()}")
+    info: dict[str, Any] = {"name": spec.delegate, "offline": cov.to_dict()}
+    before = set(od.path.iterdir())
+    try:
+        compiled = d.compile(model, od.path, timeout_s=spec.timeout_s, delegate_options=spec.delegate_options)
+    except UserInputError as exc:
+        warnings.append(
+            {
+                "code": "delegate.not_compiled",
+                "message": f"{exc.message}: model.tflite is deployed as it is, and ops the {spec.delegate} "
+                "runtime cannot take run on the CPU",
+                "hint": exc.hint,
+            }
+        )
+        stage("delegate", f"not compiled: {exc.message}")
+        return model, info
+    for new in sorted(set(od.path.iterdir()) - before):
+        od.file(new.name)
+    info["compile"] = compiled.to_dict()
+    if compiled.coverage is not None:
+        stage("delegate", f"{compiled.compiler or 'compiler'}: {compiled.coverage.summary()}")
+    return compiled.model, info
+
+
 def run_pipeline(out: Path, o: PipelineOptions, on_event: EventCallback) -> Report:
     _check_options(o)
     if out.exists() and not out.is_dir():
@@ -255,15 +290,25 @@ def _run(
         ),
     )
 
+    warnings: list[dict[str, str]] = []
+    deploy_model, delegate_info = _for_delegate(od, model_path, spec, stage, warnings)
+
     results: dict[str, Result] = {}
     failure: dict[str, Any] | None = None
     stage("profile", f"profiling model.tflite and the float student on device {device_profile.name!r}")
     try:
         with open_device(o.device, device_profile) as dev:
             events = lambda e: on_event({"stage": "profile", **e})  # noqa: E731
-            for key, path in (("int8", model_path), ("float", od.path / "student_float.tflite")):
+            # A float model never runs on an Edge TPU: it is measured on the board's CPU (XNNPACK).
+            float_spec = (
+                spec.replace(delegate="xnnpack", delegate_options={}) if spec.delegate == "edgetpu" else spec
+            )
+            for key, path, how in (
+                ("int8", deploy_model, spec),
+                ("float", od.path / "student_float.tflite", float_spec),
+            ):
                 results[key] = remote.measure(
-                    dev, path, spec, test_data=(ds.x_test, ds.y_test), on_event=events
+                    dev, path, how, test_data=(ds.x_test, ds.y_test), on_event=events
                 )
     except EdgeqError as exc:
         failure = {"stage": "profile", "message": exc.message, "hint": exc.hint, "exit_code": exc.exit_code}
@@ -296,6 +341,8 @@ def _run(
         versions=versions(),
         wall_s=round(time.perf_counter() - t0, 2),
         failure=failure,
+        delegate=delegate_info,
+        warnings=warnings,
     )
     report.save(od.file("report.json"))
     atomic_write(od.file("report.md"), report_markdown(report))

@@ -221,6 +221,9 @@ class Report(_Open):
     plots: dict[str, str] = {}
     versions: dict[str, str]
     wall_s: float
+    delegate: dict[str, Any] | None = Field(
+        None, description="for an accelerator: the offline coverage and what its compiler made of the model"
+    )
     warnings: list[Warning_] = Field(default_factory=list, description="what a careful user should know")
     failure: dict[str, Any] | None = Field(
         None,

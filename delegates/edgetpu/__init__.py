@@ -7,10 +7,12 @@ requirements (coverage.py); ``compile`` runs Coral's ``edgetpu_compiler`` where 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from edgeq.delegates.delegate import CompileResult
+from edgeq.delegates.delegate import CheckLine, CompileResult
 from edgeq.placement import Coverage
 
 from .compile import compile_model
@@ -22,11 +24,27 @@ class EdgeTPU:
     name: str = "edgetpu"
     description: str = "Coral Edge TPU through libedgetpu (models compiled by edgetpu_compiler)"
 
-    def coverage(self, model: Path) -> Coverage:
+    # delegate_options (e.g. device = "usb:0") choose the accelerator on the device; they do not
+    # change what can run or how the model is compiled.
+    def coverage(self, model: Path, *, delegate_options: Mapping[str, Any] | None = None) -> Coverage:
         return _coverage(model)
 
-    def compile(self, model: Path, out_dir: Path, *, timeout_s: float = 600.0) -> CompileResult:
+    def compile(
+        self,
+        model: Path,
+        out_dir: Path,
+        *,
+        timeout_s: float = 600.0,
+        delegate_options: Mapping[str, Any] | None = None,
+    ) -> CompileResult:
         return compile_model(model, out_dir, timeout_s=timeout_s)
+
+    def check_lines(
+        self, facts: Mapping[str, Any], delegate_options: Mapping[str, Any], runtime_version: str
+    ) -> list[CheckLine]:
+        from .check import check_lines
+
+        return check_lines(facts, str(delegate_options.get("device", "")))
 
 
 DELEGATE = EdgeTPU()

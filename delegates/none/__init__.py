@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgeq.delegates.delegate import CompileResult
+from edgeq.delegates.delegate import CheckLine, CompileResult
 from edgeq.placement import Coverage
 
 
@@ -38,6 +38,11 @@ class NoDelegate:
         return CompileResult(
             self.name, model, log="nothing to compile: the builtin kernels run the model as it is"
         )
+
+    def check_lines(
+        self, facts: Mapping[str, Any], delegate_options: Mapping[str, Any], runtime_version: str
+    ) -> list[CheckLine]:
+        return [("OK", "none: the runtime's builtin kernels", "")]
 
 
 DELEGATE = NoDelegate()

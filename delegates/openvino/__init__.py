@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgeq.delegates.delegate import CompileResult
+from edgeq.delegates.delegate import CheckLine, CompileResult
 from edgeq.placement import Coverage
 
 
@@ -40,6 +40,13 @@ class OpenVINODelegate:
         return compile_model(
             Path(model), Path(out_dir), device=device_of(delegate_options), timeout_s=timeout_s
         )
+
+    def check_lines(
+        self, facts: Mapping[str, Any], delegate_options: Mapping[str, Any], runtime_version: str
+    ) -> list[CheckLine]:
+        from edgeq.delegates.openvino.check import check_lines
+
+        return check_lines(facts, device_of(delegate_options), runtime_version)
 
 
 DELEGATE = OpenVINODelegate()

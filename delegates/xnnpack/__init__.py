@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgeq.delegates.delegate import CompileResult
+from edgeq.delegates.delegate import CheckLine, CompileResult
 from edgeq.placement import Coverage
 
 
@@ -40,6 +40,11 @@ class XNNPACKDelegate:
             model,
             log="nothing to compile: XNNPACK takes the ops when the interpreter loads the model",
         )
+
+    def check_lines(
+        self, facts: Mapping[str, Any], delegate_options: Mapping[str, Any], runtime_version: str
+    ) -> list[CheckLine]:
+        return [("OK", "xnnpack (built into the runtime)", "")]
 
 
 DELEGATE = XNNPACKDelegate()

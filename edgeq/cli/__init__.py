@@ -19,6 +19,7 @@ for command in (
     train_commands.qat,
     train_commands.export,
     train_commands.inspect,
+    train_commands.compile,
 ):
     app.command()(command)
 app.command()(measure_commands.measure_options(measure_commands.profile))

@@ -87,6 +87,27 @@ TrustOpt = Annotated[
 ]
 
 
+DelegateOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--delegate-option", help="KEY=VALUE delegate setting, repeatable (e.g. device=NPU, device=usb:0)."
+    ),
+]
+
+
+def delegate_options(items: list[str] | None) -> dict[str, str]:
+    """``["device=NPU"]`` → ``{"device": "NPU"}``; anything else is one UserInputError."""
+    opts = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserInputError(
+                f"--delegate-option {item!r} is not KEY=VALUE", "pass e.g. --delegate-option device=NPU"
+            )
+        opts[key.strip()] = value.strip()
+    return opts
+
+
 def target(device: str, profiles: list[Path] | None, host: str | None, trust: bool) -> DeviceTarget:
     return DeviceTarget(name=device, profiles=tuple(profiles or ()), host=host, trust_new_host=trust)
 

@@ -25,6 +25,7 @@ from edgeq.cli.app import (
     ProfilesOpt,
     Progress,
     TrustOpt,
+    delegate_options,
     err,
     out,
     print_json,
@@ -143,15 +144,7 @@ def settings_from_options(o: dict[str, Any]) -> dict[str, Any]:
     """The MeasureSpec settings the command line gives; each value checked here, named by its flag."""
     settings: dict[str, Any] = {s: o[name] for name, s in _SETTING.items() if o[name] is not None}
     if o["delegate_option"]:
-        opts = {}
-        for item in o["delegate_option"]:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise UserInputError(
-                    f"--delegate-option {item!r} is not KEY=VALUE", "pass e.g. --delegate-option device=NPU"
-                )
-            opts[key.strip()] = value.strip()
-        settings["delegate_options"] = opts
+        settings["delegate_options"] = delegate_options(o["delegate_option"])
     if o["min_delegate_coverage"] is not None:
         from edgeq.placement import parse_min_coverage
 

@@ -12,12 +12,14 @@ from edgeq import api
 from edgeq.cli.app import (
     AlphaOpt,
     DataOpt,
+    DelegateOptionOpt,
     ImageSizeOpt,
     JsonOpt,
     Progress,
     SeedOpt,
     TemperatureOpt,
     data_options,
+    delegate_options,
     emit,
     out,
     print_json,
@@ -127,19 +129,44 @@ def inspect(
     debug_quant: Annotated[
         bool, typer.Option("--debug-quant", help="Per-layer quantization error against the float source.")
     ] = False,
+    delegate: Annotated[
+        str | None,
+        typer.Option(
+            help="Say per op whether it can run on this delegate: none, xnnpack, edgetpu, openvino."
+        ),
+    ] = None,
+    delegate_option: DelegateOptionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Ops, tensor dtypes, quantization parameters, size and the full-int8 verdict of a model."""
-    info = api.inspect(model, debug_quant=debug_quant)
+    """Ops, tensor dtypes, quantization parameters, size and the full-int8 verdict of a model;
+    with --delegate, which ops can run on it and why the others fall back to the CPU."""
+    info = api.inspect(
+        model, debug_quant=debug_quant, delegate=delegate, delegate_options=delegate_options(delegate_option)
+    )
     if as_json:
         print_json(info)
     else:
         _render_inspect(info)
+        if "coverage" in info:
+            render_coverage(info["coverage"])
     if require_int8 and not info["full_int8"]:
         raise api.GateFailed(
             f"{model.name} is not int8 end to end: {info['violations'][0]}",
             "export it with 'edgeq export' (full-integer quantization)",
         )
+
+
+def render_coverage(cov: dict[str, Any]) -> None:
+    t = Table(title=f"placement on {cov['delegate']} ({cov['source']})")
+    for col in ("#", "op", "placement", "reason"):
+        t.add_column(col)
+    for op in cov["ops"]:
+        style = "green" if op["placement"] == "delegate" else "yellow"
+        t.add_row(str(op["index"]), op["op"], f"[{style}]{op['placement']}[/]", op["reason"])
+    out.print(t)
+    for note in cov.get("notes") or []:
+        out.print(f"[dim]note:[/] {note}", soft_wrap=True)
+    out.print(f"[bold]{cov['summary']}[/]")
 
 
 def _render_inspect(info: dict[str, Any]) -> None:
@@ -203,3 +230,34 @@ def _render_inspect(info: dict[str, Any]) -> None:
                 f"{row.get('mean_squared_error', float('nan')):.3g}",
             )
         out.print(d)
+
+
+def compile(
+    model: Annotated[Path, typer.Argument(help="A full-int8 .tflite model.")],
+    delegate: Annotated[
+        str, typer.Option(help="Compile for: edgetpu (edgetpu_compiler) or openvino (IR for an NCS2).")
+    ],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Directory for the compiled model and the compiler's log.")
+    ] = Path("."),
+    delegate_option: DelegateOptionOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds the compiler may take.")] = 600.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compile a model for a delegate; say per op what the compiler mapped and where it disagrees
+    with the offline analysis (edgeq inspect --delegate)."""
+    res = api.compile(
+        model,
+        out_dir,
+        delegate=delegate,
+        delegate_options=delegate_options(delegate_option),
+        timeout_s=timeout,
+    )
+    if as_json:
+        print_json(res)
+        return
+    out.print(f"compiled: {res['model']}" + (f"  ({res['compiler']})" if res.get("compiler") else ""))
+    if res.get("coverage"):
+        render_coverage(res["coverage"])
+    for d in res.get("disagreements") or []:
+        out.print(f"[yellow]offline analysis and compiler disagree:[/] {d}", soft_wrap=True)

@@ -252,8 +252,9 @@ def _check_connected(
     else:
         add("numpy", OK, numpy)
 
-    _check_delegate(profile, facts.get("delegate") or {}, add)
-    _check_sensors(profile, t, python, workdir, facts, add)
+    runner, why = _runner(t, python, workdir, bool(facts.get("workdir_writable")))
+    _check_delegate(profile, t, python, runner, why, add)
+    _check_sensors(profile, t, python, runner, why, add)
 
     free = facts.get("disk_free_mb", 0)
     if not facts.get("workdir_writable"):
@@ -270,81 +271,65 @@ def _check_connected(
         add("workdir", OK, f"{workdir} ({state}, {free} MB free)")
 
 
-def _check_delegate(profile: DeviceProfile, d: dict[str, Any], add: Callable[..., None]) -> None:
-    if profile.board.delegate == "xnnpack":
-        add("delegate", OK, "xnnpack (built into the runtime)")
-    elif profile.board.delegate == "edgetpu":
-        if not d.get("library"):
-            add(
-                "delegate",
-                FAIL,
-                f"libedgetpu.so.1 does not load: {d.get('error', '')}",
-                "install libedgetpu1-std from Coral's apt repository",
-            )
-        elif not d.get("usb") and not d.get("pcie"):
-            add(
-                "delegate",
-                WARN,
-                "libedgetpu.so.1 loads, but no Edge TPU is attached",
-                "plug in the Coral USB Accelerator (blue USB 3 port)",
-            )
-        else:
-            found = ", ".join(d.get("usb", [])) or "PCIe /dev/apex_0"
-            add("delegate", OK, f"edgetpu: libedgetpu.so.1 loads; device {found}")
-    elif profile.board.delegate == "openvino":
-        devices = d.get("devices")
-        want = str(profile.board.options.get("device", "CPU"))
-        if devices is None:
-            add(
-                "delegate",
-                FAIL,
-                f"OpenVINO does not start: {d.get('error', '?')}",
-                f"run: edgeq devices setup {profile.name}",
-            )
-        elif want not in devices:
-            add(
-                "delegate",
-                FAIL,
-                f"OpenVINO device {want} not available (found: {', '.join(devices) or 'none'})",
-                "install the device's driver and udev rules (see the profile's notes)",
-            )
-        else:
-            add("delegate", OK, f"openvino: {want} available ({', '.join(devices)})")
-
-
-def _sensor_facts(
-    profile: DeviceProfile, t: Transport, python: str, workdir: str, writable: bool
-) -> tuple[dict[str, Any] | None, str]:
-    """Ask the runner's own sensor modules on the device (``runner.pyz sensors``); (answer, why not)."""
+def _runner(t: Transport, python: str, workdir: str, writable: bool) -> tuple[str | None, str]:
+    """Put the runner on the device (content-addressed, as deploy does) to ask its own modules."""
     from edgeq.devices.deploy import deploy_file
     from edgeq.runner_zip import build_runner_pyz
 
     if not writable:
-        return None, f"{workdir} is not writable, so the runner cannot be put there to ask the sensors"
-    b = profile.board
-    power = None if b.power_source == "none" else json.dumps(profile.measure_spec({"power": True}).power)
+        return None, f"{workdir} is not writable, so the runner cannot be put there to ask"
     try:
-        runner = deploy_file(t, python, workdir, build_runner_pyz(), "runner")
-        argv = [python, runner.remote_path, "sensors", "--sysfs-root", b.sysfs_root, "--vcgencmd", b.vcgencmd]
-        answer, res = run_json(t, argv + (["--power-config", power] if power else []))
+        return deploy_file(t, python, workdir, build_runner_pyz(), "runner").remote_path, ""
+    except (DeviceError, UserInputError) as exc:
+        return None, exc.message
+
+
+def _ask(t: Transport, argv: list[str]) -> tuple[dict[str, Any] | None, str]:
+    try:
+        answer, res = run_json(t, argv)
     except (DeviceError, UserInputError) as exc:
         return None, exc.message
     if answer is None or "result" not in answer:
-        return None, f"the runner could not list the sensors: {last_line(res)}"
+        return None, f"the runner did not answer: {last_line(res)}"
     result: dict[str, Any] = answer["result"]
     return result, ""
 
 
-def _check_sensors(
-    profile: DeviceProfile,
-    t: Transport,
-    python: str,
-    workdir: str,
-    facts: dict[str, Any],
-    add: Callable[..., None],
+def _check_delegate(
+    profile: DeviceProfile, t: Transport, python: str, runner: str | None, why: str, add: Callable[..., None]
 ) -> None:
+    from edgeq import delegates
+
     b = profile.board
-    sensors, why = _sensor_facts(profile, t, python, workdir, bool(facts.get("workdir_writable")))
+    facts: dict[str, Any] = {}
+    if b.delegate not in ("none", "xnnpack"):
+        if runner is None:
+            add(
+                "delegate",
+                WARN,
+                f"{b.delegate} not checked: {why}",
+                f"run: edgeq devices setup {profile.name}",
+            )
+            return
+        answer, why = _ask(t, [python, runner, "delegate-facts", "--delegate", b.delegate])
+        if answer is None:
+            add("delegate", FAIL, f"{b.delegate}: {why}", f"run: edgeq devices setup {profile.name}")
+            return
+        facts = answer["facts"]
+    for status, detail, hint in delegates.get(b.delegate).check_lines(facts, b.options, b.runtime_version):
+        add("delegate", status, detail, hint)
+
+
+def _check_sensors(
+    profile: DeviceProfile, t: Transport, python: str, runner: str | None, why: str, add: Callable[..., None]
+) -> None:
+    """One line per sensor kind, from the runner's own sensor modules on the device."""
+    b = profile.board
+    sensors = None
+    if runner is not None:
+        power = None if b.power_source == "none" else json.dumps(profile.measure_spec({"power": True}).power)
+        argv = [python, runner, "sensors", "--sysfs-root", b.sysfs_root, "--vcgencmd", b.vcgencmd]
+        sensors, why = _ask(t, argv + (["--power-config", power] if power else []))
     if sensors is None:
         add("sensors", WARN, f"sensors not checked: {why}", f"run: edgeq devices setup {profile.name}")
         return

@@ -63,32 +63,6 @@ try:
     out["runtime_import"] = {"ok": True, "seconds": round(time.time() - t0, 3)}
 except BaseException as e:
     out["runtime_import"] = {"ok": False, "error": (type(e).__name__ + ": " + str(e)).splitlines()[0][:300]}
-deleg = {}
-if delegate == "edgetpu":
-    import ctypes
-    try:
-        ctypes.CDLL("libedgetpu.so.1")
-        deleg["library"] = True
-    except OSError as e:
-        deleg["library"] = False
-        deleg["error"] = str(e)[:300]
-    usb = []
-    for d in glob.glob("/sys/bus/usb/devices/*"):
-        try:
-            ids = open(d + "/idVendor").read().strip() + ":" + open(d + "/idProduct").read().strip()
-        except OSError:
-            continue
-        if ids in ("1a6e:089a", "18d1:9302"):
-            usb.append(ids)
-    deleg["usb"] = usb
-    deleg["pcie"] = os.path.exists("/dev/apex_0")
-if delegate == "openvino":
-    try:
-        import openvino as ov
-        deleg["devices"] = list(ov.Core().available_devices)
-    except BaseException as e:
-        deleg["error"] = (type(e).__name__ + ": " + str(e)).splitlines()[0][:300]
-out["delegate"] = deleg
 print(json.dumps(out))
 """
 

@@ -32,7 +32,14 @@ import time
 import traceback
 from typing import Any, Dict, List, Optional
 
-from . import PREFLIGHT_SCHEMA, PROBE_SCHEMA, RESULT_SCHEMA, RUNNER_VERSION, SENSORS_SCHEMA
+from . import (
+    DELEGATE_FACTS_SCHEMA,
+    PREFLIGHT_SCHEMA,
+    PROBE_SCHEMA,
+    RESULT_SCHEMA,
+    RUNNER_VERSION,
+    SENSORS_SCHEMA,
+)
 from .measure_spec import MeasureSpec
 from .protocol import EXIT_OK, Emitter, RunnerError, one_line, protocol_stream
 
@@ -65,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--device-name", default=None, help="name to record (default: the hostname)")
     sub.add_parser("probe", help="print what this device offers: arch, OS, Python, runtimes")
+    facts = sub.add_parser("delegate-facts", help="print what this device offers a delegate")
+    facts.add_argument("--delegate", required=True, help="none, xnnpack, edgetpu or openvino")
     pre = sub.add_parser("preflight", help="check that a spec can run here (runtime, delegate, sensor)")
     pre.add_argument("--spec", default="{}", help="the measurement, JSON")
     sensors = sub.add_parser(
@@ -160,8 +169,8 @@ def run(args: argparse.Namespace, emitter: Emitter) -> Dict[str, Any]:
         save_npy_atomic,
         set_random_inputs,
     )
-    from .rss import MemoryWatch
     from .protocol import Progress
+    from .rss import MemoryWatch
     from .session import SensorSession
 
     spec = MeasureSpec.from_json(args.spec)
@@ -344,6 +353,19 @@ def preflight(args: argparse.Namespace) -> Dict[str, Any]:
     return result
 
 
+def delegate_facts(args: argparse.Namespace) -> Dict[str, Any]:
+    """The delegate module's own ``probe()`` (libraries, devices, drivers), for ``devices check``."""
+    from .delegates import MODULES, module_for
+
+    if args.delegate not in MODULES:
+        raise RunnerError(
+            "bad_input", "unknown delegate %r" % args.delegate, "use one of: " + ", ".join(MODULES)
+        )
+    module = module_for(args.delegate)
+    facts = module.probe() if hasattr(module, "probe") else {}
+    return {"schema": DELEGATE_FACTS_SCHEMA, "delegate": args.delegate, "facts": facts}
+
+
 def probe(args: argparse.Namespace) -> Dict[str, Any]:
     from .runtimes import RUNTIMES, probe_runtime
 
@@ -377,7 +399,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         result = (
             run(args, emitter)
             if args.command == "run"
-            else {"probe": probe, "sensors": sensors, "preflight": preflight}[args.command](args)
+            else {
+                "probe": probe,
+                "sensors": sensors,
+                "preflight": preflight,
+                "delegate-facts": delegate_facts,
+            }[args.command](args)
         )
         emitter.emit("result", result=result)
         return EXIT_OK

@@ -20,6 +20,7 @@ for the Edge TPU runs, all on the CPU, with a warning.
 from __future__ import annotations
 
 import ctypes
+import glob
 import os
 import re
 import sys
@@ -296,3 +297,30 @@ def preflight(spec: Any) -> Dict[str, Any]:
     _check_library(library)
     _create_delegate(load_delegate, library, _options(spec))
     return {"runtime": runtime.name, "runtime_version": runtime.version, "library": library}
+
+
+# USB ids of the Coral USB Accelerator: before its first use, and after the runtime loaded its firmware.
+CORAL_USB_IDS = ("1a6e:089a", "18d1:9302")
+
+
+def probe(root: str = "/") -> Dict[str, Any]:
+    """What this device offers an Edge TPU (facts for ``edgeq devices check``)."""
+    facts: Dict[str, Any] = {"library": LIBRARY}
+    try:
+        ctypes.CDLL(LIBRARY)
+        facts["library_loads"] = True
+    except OSError as exc:
+        facts["library_loads"] = False
+        facts["error"] = one_line(exc)
+    usb = []
+    for d in sorted(glob.glob(os.path.join(root, "sys/bus/usb/devices/*"))):
+        try:
+            with open(os.path.join(d, "idVendor")) as v, open(os.path.join(d, "idProduct")) as p:
+                ids = v.read().strip().lower() + ":" + p.read().strip().lower()
+        except OSError:
+            continue
+        if ids in CORAL_USB_IDS:
+            usb.append(ids)
+    facts["usb"] = usb
+    facts["pcie"] = sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "dev/apex_*")))
+    return facts
