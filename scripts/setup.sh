@@ -16,6 +16,14 @@ if [ "$want_test" = 1 ]; then
     # The ternary kernels' aarch64 cross build, checked under qemu-user.
     command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
     command -v qemu-aarch64-static >/dev/null || command -v qemu-aarch64 >/dev/null || need+=(qemu-user-static)
+    # Stand-in delegate libraries and the OpenVINO 2022.3 IR reader are built in the tests.
+    command -v gcc >/dev/null || need+=(gcc)
+    command -v g++ >/dev/null || need+=(g++)
+    # The farm's store runs against a real PostgreSQL; its HTML report is opened in headless Chromium.
+    [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+    command -v chromium >/dev/null || need+=(chromium)
+    # bench_deploy compares edgeq deploy with scp and rsync on the same link.
+    command -v rsync >/dev/null || need+=(rsync)
     if [ "${#need[@]}" -gt 0 ]; then
         if [ "$(id -u)" = 0 ]; then
             echo "setup: installing ${need[*]}" >&2
@@ -42,4 +50,16 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$sig" ]; then
         .venv/bin/python -m pip install -q -e .
     fi
     echo "$sig" > "$stamp"
+fi
+
+if [ "$want_test" = 1 ] && [ ! -f .venv/openvino-2022.3/openvino/libs/libopenvino.so.2232 ]; then
+    # OpenVINO 2022.3's own libraries (its wheel; the Python binding inside is for Python <= 3.10):
+    # a test checks that the IR edgeq writes for a Movidius NCS2 is read by the version that runs it.
+    tmp=$(mktemp -d)
+    .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.10 \
+        --platform manylinux2014_x86_64 -d "$tmp" openvino==2022.3.2
+    .venv/bin/python -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" \
+        "$tmp"/openvino-2022.3.2-*.whl .venv/openvino-2022.3.part
+    rm -rf "$tmp" .venv/openvino-2022.3
+    mv .venv/openvino-2022.3.part .venv/openvino-2022.3
 fi
