@@ -1,12 +1,25 @@
 #!/usr/bin/env python3
-"""Deploy time and bytes over real SSH to the farm's plain and degraded hosts (first deploy, redeploy).
+"""Deploy over real SSH as a user runs it, against scp and rsync on the same link in the same run.
 
-Brings the farm up (scripts/farm/up.sh) when it is not, and down again afterwards in that case.
-The model is an int8 MobileNetV2-0.35 96×96 (random weights); the runner.pyz travels with it.
-The last stdout line is one JSON object:
-``{"model_bytes", "plain": {first_s, first_bytes, redeploy_s, redeploy_bytes}, "degraded": {...}}``.
+Two hosts of a farm of its own (scripts/farm, prefix ``eqbd``, its own subnet and state dir, so a farm
+someone else runs is never touched; brought up and down by this script): ``plain`` (a network
+namespace behind a bridge, as good as loopback) and ``degraded`` (8 Mbit/s, 1 % loss, +40 ms each way).
+The model is an int8 MobileNetV2-0.35 96×96 with a 10-class head (random weights, 0.6 MB); runner.pyz
+travels with it. For each host, seven alternating pairs of whole commands, after one warm-up pair:
 
-    .venv/bin/python scripts/bench_deploy.py   # as root (network namespaces)
+* first deploy: ``edgeq deploy MODEL --device PROFILE`` into a fresh workdir, vs ``scp`` of the same
+  two files (model and runner.pyz) into a fresh directory;
+* unchanged redeploy (0 bytes sent): the same edgeq command again, vs an ``rsync -a`` of the same two
+  files that finds nothing to send.
+
+``vs_scp`` and ``vs_rsync`` are medians of the pairwise ratios (edgeq / other), as the commands ran in
+turn; targets ≤ 1.5 and ≤ 1.0. The last stdout line is one JSON object: ``{"model_bytes", "runs",
+"plain": {first_s, first_bytes, redeploy_s, redeploy_bytes, first_cmd_s, scp_s, redeploy_cmd_s,
+rsync_s, vs_scp, vs_rsync}, "degraded": {...}, "vs_scp", "vs_rsync"}``: ``first_s``/``redeploy_s`` are
+the command's own timing (``--json`` ``seconds``, one run each), ``*_cmd_s``, ``scp_s``, ``rsync_s``
+medians of whole commands (seconds, wall), the top-level ratios those of ``plain``.
+
+    .venv/bin/python scripts/bench_deploy.py   # as root (network namespaces); needs scp and rsync
 """
 
 from __future__ import annotations
@@ -14,17 +27,32 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # the farm helpers the farm tests use
 
 import numpy as np  # noqa: E402
-from support_farm import FARM, farm_is_up, farm_profile, pin_farm_keys, state_dir  # noqa: E402
+from support_farm import FARM, farm_profile, pin_farm_keys  # noqa: E402
+
+RUNS = int(os.environ.get("EDGEQ_BENCH_RUNS", "7"))
+HOSTS = ("plain", "degraded")
+# A farm of this benchmark's own: another prefix, subnet and state dir than the test farm's.
+FARM_ENV = {
+    "EDGEQ_FARM_PREFIX": "eqbd",
+    "EDGEQ_FARM_SUBNET": os.environ.get("EDGEQ_BENCH_SUBNET", "10.213.93.0/24"),
+    "EDGEQ_FARM_HOSTS": ",".join(HOSTS),
+    "EDGEQ_FARM_EGRESS": "0",
+}
+EDGEQ = Path(sys.executable).with_name("edgeq")
 
 
 def log(msg: str) -> None:
@@ -37,50 +65,146 @@ def build_model(dest: Path) -> Path:
 
     k = keras()
     k.utils.set_random_seed(0)
-    model = k.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None)
+    model = k.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None, classes=10)
     calib = np.random.default_rng(0).uniform(-1, 1, (16, 96, 96, 3)).astype(np.float32)
     dest.write_bytes(to_int8_tflite(model, calib))
     return dest
 
 
-def main() -> int:
-    from edgeq import api
-    from edgeq.devices.connect import DeviceTarget
+def timed(argv: list[str], env: dict[str, str], before: Callable[[], None] | None = None) -> float:
+    """Wall seconds of one whole command (``before`` runs first, untimed); it must succeed."""
+    if before is not None:
+        before()
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    took = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.strip()[-800:]}")
+    return took
 
-    was_up = farm_is_up()
-    subprocess.run([str(FARM / "up.sh")], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    farm = json.loads((state_dir() / "farm.json").read_text())
-    out: dict[str, object] = {}
-    workdirs: list[Path] = []
+
+def alternate(
+    a: tuple[list[str], Callable[[], None] | None],
+    b: tuple[list[str], Callable[[], None] | None],
+    env: dict[str, str],
+) -> tuple[float, float, float]:
+    """One warm-up pair, then RUNS pairs A B A B ...: (median A s, median B s, median of A/B)."""
+    timed(a[0], env, a[1])
+    timed(b[0], env, b[1])
+    ta, tb = [], []
+    for _ in range(RUNS):
+        ta.append(timed(a[0], env, a[1]))
+        tb.append(timed(b[0], env, b[1]))
+    ratios = [x / y for x, y in zip(ta, tb, strict=True)]
+    return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
+
+
+def fresh(path: Path) -> Callable[[], None]:
+    """Empties ``path`` (the farm's x86 hosts share this machine's /tmp, so this is the device's too)."""
+
+    def go() -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+
+    return go
+
+
+def gone(path: Path) -> Callable[[], None]:
+    return lambda: shutil.rmtree(path, ignore_errors=True)
+
+
+def edgeq_json(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [*argv, "--json"], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"edgeq deploy failed ({proc.returncode}): {proc.stderr.strip()[-800:]}")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def bench_host(
+    name: str, farm: dict[str, Any], tmp: Path, model: Path, runner: Path, env: dict[str, str]
+) -> dict[str, float | int]:
+    run_id = uuid.uuid4().hex[:12]
+    # The x86 farm hosts share this machine's /tmp: a fresh workdir there makes a first deploy real.
+    wd = Path("/tmp") / f"edgeq-bench-deploy-{run_id}-{name}"
+    scp_dir = Path("/tmp") / f"edgeq-bench-scp-{run_id}-{name}"
+    rsync_dir = Path("/tmp") / f"edgeq-bench-rsync-{run_id}-{name}"
+    prof = farm_profile(
+        farm, name, tmp / "profiles", "generic-x86_64", workdir=str(wd), python="/usr/bin/python3"
+    )
+    deploy = [str(EDGEQ), "deploy", str(model), "--device", str(prof)]
+    ssh = ["-F", str(farm["ssh_config"])]
+    scp = ["scp", "-q", *ssh, str(model), str(runner), f"{name}:{scp_dir}/"]
+    rsync = ["rsync", "-a", "-e", " ".join(["ssh", *ssh]), str(model), str(runner), f"{name}:{rsync_dir}/"]
     try:
-        with tempfile.TemporaryDirectory() as td:
-            tmp = Path(td)
-            os.environ["EDGEQ_HOME"] = str(tmp / "home")
-            pin_farm_keys(farm, tmp / "home")
-            model = build_model(tmp / "mobilenet_v2_035_96_int8.tflite")
-            out["model_bytes"] = model.stat().st_size
-            for name in ("plain", "degraded"):
-                # The x86 farm hosts share this machine's /tmp; a fresh workdir makes the first deploy real.
-                wd = Path("/tmp") / f"edgeq-bench-deploy-{uuid.uuid4().hex[:12]}"
-                workdirs.append(wd)
-                prof = farm_profile(
-                    farm, name, tmp / "profiles", "generic-x86_64", workdir=str(wd), python="/usr/bin/python3"
-                )
-                target = DeviceTarget(str(prof))
-                first = api.deploy(model, target)
-                again = api.deploy(model, target)
-                out[name] = {
-                    "first_s": first["seconds"],
-                    "first_bytes": first["bytes_sent"],
-                    "redeploy_s": again["seconds"],
-                    "redeploy_bytes": again["bytes_sent"],
-                }
-                log(f"{name}: {out[name]}")
+        gone(wd)()
+        first = edgeq_json(deploy, env)
+        again = edgeq_json(deploy, env)
+        fresh(rsync_dir)()
+        timed(rsync, env)
+        check = subprocess.run([*rsync[:2], "-i", *rsync[2:]], env=env, capture_output=True, text=True)
+        if check.returncode != 0 or check.stdout.strip():
+            raise SystemExit(f"rsync would still send something: {check.stdout.strip()[:200]}")
+        first_cmd_s, scp_s, vs_scp = alternate((deploy, gone(wd)), (scp, fresh(scp_dir)), env)
+        redeploy_cmd_s, rsync_s, vs_rsync = alternate((deploy, None), (rsync, None), env)
     finally:
-        for wd in workdirs:
-            shutil.rmtree(wd, ignore_errors=True)
-        if not was_up:
-            subprocess.run([str(FARM / "down.sh")], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        for d in (wd, scp_dir, rsync_dir):
+            shutil.rmtree(d, ignore_errors=True)
+    out: dict[str, float | int] = {
+        "first_s": float(first["seconds"]),
+        "first_bytes": int(first["bytes_sent"]),
+        "redeploy_s": float(again["seconds"]),
+        "redeploy_bytes": int(again["bytes_sent"]),
+        "first_cmd_s": round(first_cmd_s, 3),
+        "scp_s": round(scp_s, 3),
+        "redeploy_cmd_s": round(redeploy_cmd_s, 3),
+        "rsync_s": round(rsync_s, 3),
+        "vs_scp": round(vs_scp, 2),
+        "vs_rsync": round(vs_rsync, 2),
+    }
+    return out
+
+
+def main() -> int:
+    for tool in ("scp", "rsync"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed: apt-get install -y openssh-client rsync")
+    if not EDGEQ.exists():
+        raise SystemExit(f"no edgeq command next to {sys.executable}: install edgeq into this venv")
+    out: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="edgeq-bench-deploy-") as td:
+        tmp = Path(td)
+        os.environ.update(FARM_ENV, EDGEQ_FARM_STATE=str(tmp / "farm"))
+        env = {**os.environ, "EDGEQ_HOME": str(tmp / "home")}
+        os.environ["EDGEQ_HOME"] = env["EDGEQ_HOME"]  # build_runner_pyz below caches there too
+        up = subprocess.run(
+            [str(FARM / "up.sh")], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+        )
+        if up.returncode != 0:
+            raise SystemExit(f"farm up failed: {up.stderr.strip()[-1500:]}")
+        try:
+            farm = json.loads((tmp / "farm" / "farm.json").read_text())
+            pin_farm_keys(farm, tmp / "home")
+            log("building the model (TensorFlow)")
+            model = build_model(tmp / "mobilenet_v2_035_96_int8.tflite")
+            from edgeq.runner_zip import build_runner_pyz
+
+            runner = build_runner_pyz()
+            out["model_bytes"] = model.stat().st_size
+            out["runs"] = RUNS
+            for name in HOSTS:
+                out[name] = bench_host(name, farm, tmp, model, runner, env)
+                log(f"{name}: {out[name]}")
+        finally:
+            subprocess.run(
+                [str(FARM / "down.sh")], stdin=subprocess.DEVNULL, capture_output=True, check=False
+            )
+    plain = out["plain"]
+    assert isinstance(plain, dict)
+    out["vs_scp"] = plain["vs_scp"]
+    out["vs_rsync"] = plain["vs_rsync"]
     print(json.dumps(out))
     return 0
 

@@ -12,9 +12,11 @@ its ``port`` when it is not 22.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,23 +42,28 @@ class Hop:
     user: str | None
 
 
+class _DeferredModule(types.ModuleType):
+    """Stands in ``sys.modules`` for a module not loaded yet; the first attribute asked of it imports
+    the real one (which then replaces it there) and answers from it. ``__spec__`` is None, so an
+    ``import`` statement that finds it here does not load it."""
+
+    def __getattr__(self, attr: str) -> Any:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        real = importlib.import_module(self.__name__)
+        return getattr(real, attr)
+
+
 def defer_invoke() -> None:
-    """Make ``import invoke`` lazy (idempotent): the module loads on its first attribute access.
+    """Make ``import invoke`` cheap (idempotent): the module loads on its first attribute access.
 
     paramiko's ``config`` module (imported by ``import paramiko``) imports ``invoke`` eagerly, yet
     uses it only to evaluate ``Match exec`` lines; loading it costs ~60 ms of CPU on every command
     that connects. Call this before paramiko is first imported; ``Match exec`` keeps working.
     """
-    if "invoke" in sys.modules:
-        return
-    spec = importlib.util.find_spec("invoke")
-    if spec is None or spec.loader is None:
-        return  # not installed: paramiko copes (Match exec then says so)
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["invoke"] = module
-    loader.exec_module(module)
+    if "invoke" in sys.modules or importlib.util.find_spec("invoke") is None:
+        return  # loaded already, or not installed (paramiko copes; Match exec then says so)
+    sys.modules["invoke"] = _DeferredModule("invoke")
 
 
 def config_path() -> Path | None:
