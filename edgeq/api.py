@@ -319,7 +319,7 @@ def profile(
     from edgeq.pipeline import coverage_gate
 
     t = target or DeviceTarget()
-    tflite.check_file(Path(model))  # a bad model fails before any connection
+    remote.check_model(Path(model))  # a bad model fails before any connection
     prof = t.resolve()
     spec = measure if isinstance(measure, MeasureSpec) else prof.measure_spec(measure)
     if save_outputs is not None:
@@ -343,25 +343,29 @@ def deploy(
     from edgeq import remote
 
     t = target or DeviceTarget()
-    tflite.check_file(Path(model))
-    remote.model_custom_ops(Path(model))  # a damaged custom op fails here, before anything is sent
+    remote.check_model(Path(model))  # a bad model fails before any connection
     prof = t.resolve()
     t0 = time.perf_counter()
     with open_device(t, prof) as dev:
         parts: dict[str, dict[str, Any]] = {}
-        files: list[tuple[str, Path]] = [("runner", remote.build_runner_pyz()), ("models", Path(model))]
+        files: list[tuple[Path, str]] = [(remote.build_runner_pyz(), "runner")]
         library = remote.custom_ops_library(dev, Path(model))
         if library is not None:
-            files.append(("lib", library))
-        for kind, path in files:
-            d = remote.deploy(dev, path, kind)
+            files.append((library, "lib"))
+        model_parts = remote.model_files(Path(model))
+        done = remote.deploy(dev, files) + remote.deploy(
+            dev, [(p, "models") for p in model_parts], together=len(model_parts) > 1
+        )
+        for (path, kind), d in zip([*files, *((p, "models") for p in model_parts)], done, strict=True):
             on_event({"stage": "deploy", "message": f"{path.name}: {d.bytes_sent} bytes sent"})
-            parts[kind] = {"remote_path": d.remote_path, "sha256": d.sha256, "bytes_sent": d.bytes_sent}
+            key = kind if kind != "models" or path == Path(model) else "weights"
+            parts[key] = {"remote_path": d.remote_path, "sha256": d.sha256, "bytes_sent": d.bytes_sent}
     return {
         "device": prof.name,
         "model": parts["models"],
         "runner": parts["runner"],
         **({"lib": parts["lib"]} if "lib" in parts else {}),
+        **({"weights": parts["weights"]} if "weights" in parts else {}),
         "bytes_sent": sum(p["bytes_sent"] for p in parts.values()),
         "seconds": round(time.perf_counter() - t0, 3),
     }

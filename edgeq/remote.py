@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgeq.devices.connect import DeviceSession
-from edgeq.devices.deploy import Deployed, deploy_file, remove_remote
+from edgeq.devices.deploy import Deployed, deploy_file, deploy_files, remove_remote
 from edgeq.devices.transports import Transport
 from edgeq.errors import DeviceError, EdgeqError, UserInputError
 from edgeq.files import atomic_path, atomic_write, sha256_bytes
@@ -165,20 +165,55 @@ def run_runner(
     return result
 
 
-def deploy(dev: DeviceSession, path: Path, kind: str, on_event: EventCallback | None = None) -> Deployed:
-    """Deploy one file of ``kind`` (runner, models, lib, data) content-addressed, with a progress event."""
-    deployed = deploy_file(dev.transport, dev.python, dev.workdir, path, kind)
+def deploy(
+    dev: DeviceSession,
+    files: list[tuple[Path, str]],
+    on_event: EventCallback | None = None,
+    *,
+    together: bool = False,
+) -> list[Deployed]:
+    """Deploy ``(path, kind)`` files (runner, models, lib, data) content-addressed, with one check
+    program on the device for all of them; a ``deploy`` event per file."""
+    deployed = deploy_files(dev.transport, dev.python, dev.workdir, files, together=together)
     if on_event is not None:
-        on_event(
-            {
-                "event": "deploy",
-                "kind": kind,
-                "name": path.name,
-                "sha256": deployed.sha256,
-                "bytes_sent": deployed.bytes_sent,
-            }
-        )
+        for (path, kind), d in zip(files, deployed, strict=True):
+            on_event(
+                {
+                    "event": "deploy",
+                    "kind": kind,
+                    "name": path.name,
+                    "sha256": d.sha256,
+                    "bytes_sent": d.bytes_sent,
+                }
+            )
     return deployed
+
+
+def check_model(model: Path) -> Path:
+    """A model file edgeq can deploy, checked on the host before any connection: a ``.tflite`` (its
+    custom ops decoded) or an OpenVINO IR ``.xml`` with its ``.bin``."""
+    model = Path(model)
+    if model.suffix == ".xml":
+        if not model.is_file():
+            raise UserInputError(f"model not found: {model}", "check the path")
+        model_files(model)
+        return model
+    check_file(model)
+    model_custom_ops(model)  # a damaged custom op fails here, before anything is sent
+    return model
+
+
+def model_files(model: Path) -> list[Path]:
+    """The files that make up a model: the ``.tflite``, or an OpenVINO IR's ``.xml`` and ``.bin``."""
+    if model.suffix == ".xml":
+        weights = model.with_suffix(".bin")
+        if not weights.is_file():
+            raise UserInputError(
+                f"{model.name} is an OpenVINO IR without its weights {weights.name}",
+                "keep the .bin next to the .xml (edgeq compile --delegate openvino writes both)",
+            )
+        return [model, weights]
+    return [model]
 
 
 def model_custom_ops(model: Path) -> list[str]:
@@ -217,7 +252,7 @@ def custom_ops_library(dev: DeviceSession, model: Path) -> Path | None:
 
     Built (or taken from the build cache) on the host: natively, or with Debian's cross compiler.
     """
-    if not model_custom_ops(model):
+    if model.suffix == ".xml" or not model_custom_ops(model):
         return None
     from edgeq.ops.build import build_library
 
@@ -238,23 +273,26 @@ def measure(
     ``on_event`` sees ``deploy`` events from the host and the runner's ``runtime``, ``progress``
     and ``warning`` events.
     """
-    model = check_file(Path(model))
-    model_custom_ops(model)  # a damaged custom op fails here, before anything is sent
+    model = check_model(Path(model))
     data = check_test_data(test_data) if test_data is not None else None
     if save_outputs is not None and data is None:
         raise UserInputError("--save-outputs needs test data", "pass --test-data as well")
-    runner = deploy(dev, build_runner_pyz(), "runner", on_event)
-    deployed_model = deploy(dev, model, "models", on_event)
-    argv = [dev.python, runner.remote_path, "run", "--model", deployed_model.remote_path]
-    library = custom_ops_library(dev, model)
-    if library is not None:
-        argv += ["--custom-ops-lib", deploy(dev, library, "lib", on_event).remote_path]
-    argv += ["--spec", spec.to_json(), "--device-name", dev.profile.name]
-    if data is not None:
-        with tempfile.TemporaryDirectory(prefix="edgeq-") as tmp:
+    runner, library = build_runner_pyz(), custom_ops_library(dev, model)
+    files = [(runner, "runner")] + ([(library, "lib")] if library is not None else [])
+    with tempfile.TemporaryDirectory(prefix="edgeq-") as tmp:
+        if data is not None:
             npz = Path(tmp) / "test-data.npz"
             write_test_data(data[0], data[1], npz)
-            argv += ["--test-data", deploy(dev, npz, "data", on_event).remote_path]
+            files.append((npz, "data"))
+        done = deploy(dev, files, on_event)
+    parts = model_files(model)
+    deployed_model = deploy(dev, [(p, "models") for p in parts], on_event, together=len(parts) > 1)[0]
+    argv = [dev.python, done[0].remote_path, "run", "--model", deployed_model.remote_path]
+    if library is not None:
+        argv += ["--custom-ops-lib", done[1].remote_path]
+    argv += ["--spec", spec.to_json(), "--device-name", dev.profile.name]
+    if data is not None:
+        argv += ["--test-data", done[-1].remote_path]
     remote_outputs = None
     if save_outputs is not None:
         remote_outputs = posixpath.join(dev.workdir, "outputs", f"{uuid.uuid4().hex}.npy")
@@ -269,11 +307,11 @@ def measure(
             # Best effort: a leftover outputs file is not worth masking the real outcome.
             with contextlib.suppress(EdgeqError):
                 remove_remote(dev.transport, dev.python, dev.workdir, remote_outputs)
-    raw["runner"] = {"sha256": runner.sha256}
+    raw["runner"] = {"sha256": done[0].sha256}
     raw["device"].update({"profile": dev.profile.name, "profile_sha256": dev.profile.digest()})
     raw["hashes"] = Hashes(
         model=raw["model"]["sha256"],
-        runner=runner.sha256,
+        runner=done[0].sha256,
         profile=dev.profile.digest(),
         spec=sha256_bytes(spec.to_json().encode()),
     ).model_dump()
@@ -284,7 +322,7 @@ def preflight(dev: DeviceSession, spec: MeasureSpec, on_event: EventCallback | N
     """Check on the device, before a long run, that ``spec`` can run there: the runner deploys, the
     runtime and delegate load, the power sensor answers. Errors as a run would raise them; a missing
     sensor is a warning event (the measurement itself would complete without it)."""
-    runner = deploy(dev, build_runner_pyz(), "runner", on_event)
+    runner = deploy(dev, [(build_runner_pyz(), "runner")], on_event)[0]
     argv = [dev.python, runner.remote_path, "preflight", "--spec", spec.to_json()]
     answer = run_runner(dev.transport, argv, dev.profile.name, timeout=300, schema=PREFLIGHT_SCHEMA)
     for w in answer.get("warnings") or []:

@@ -89,3 +89,24 @@ def test_min_delegate_coverage_all_stops_with_the_gate_code_naming_the_ops(
     ok = edgeq("profile", tiny_model, "--device", "strict", "--profiles", d, "--runs", "5", env=env)
     assert ok.code == 0, ok.stderr
     assert "placement: 3 of 3 ops on xnnpack, 0 on the CPU" in ok.stdout
+
+
+def test_an_openvino_ir_deploys_as_a_pair_and_profiles(tiny_model: Path, tmp_path: Path) -> None:
+    """The NCS2 path on this machine's CPU: edgeq compile writes IR, deploy puts .xml and .bin side by
+    side, the runner opens the IR with OpenVINO."""
+    env = {"EDGEQ_HOME": str(tmp_path / "h")}
+    run = edgeq("compile", tiny_model, "--delegate", "openvino", "--delegate-option", "device=MYRIAD",
+                "--out", tmp_path / "ir", "--json")  # fmt: skip
+    assert run.code == 0, run.stderr
+    xml = Path(json.loads(run.stdout)["model"])
+    assert xml.suffix == ".xml" and xml.with_suffix(".bin").is_file()
+    dep = json.loads(edgeq("deploy", xml, "--json", env=env).stdout)
+    assert Path(dep["model"]["remote_path"]).parent == Path(dep["weights"]["remote_path"]).parent
+    prof = edgeq(
+        "profile", xml, "--delegate", "openvino", "--runtime", "openvino", "--runs", "10", "--json", env=env
+    )
+    assert prof.code == 0, prof.stderr
+    res = json.loads(prof.stdout)
+    assert res["execution"]["delegate"] == "openvino" and res["latency_us"]["n"] == 10
+    xml.with_suffix(".bin").unlink()
+    assert_clean_error(edgeq("deploy", xml, env=env), 2, "without its weights")

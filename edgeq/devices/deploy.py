@@ -14,6 +14,7 @@ any Transport works. Remote paths are POSIX paths and always stay inside ``workd
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from collections.abc import Sequence
@@ -159,9 +160,18 @@ class _Local:
 
 
 def deploy_files(
-    transport: Transport, python: str, workdir: str, files: Sequence[tuple[Path, str]]
+    transport: Transport,
+    python: str,
+    workdir: str,
+    files: Sequence[tuple[Path, str]],
+    *,
+    together: bool = False,
 ) -> list[Deployed]:
     """Put each ``(local_path, kind)`` on the device unless the same content is already there.
+
+    With ``together`` the files land in one directory, addressed by the sha256 of all of them (files
+    that must sit side by side, as an OpenVINO IR's ``.xml`` and ``.bin``); each is still verified by
+    its own sha256.
 
     One program on the device checks them all (and makes their directories); only the missing or
     changed ones are sent, after a free-space check that adds their sizes per file system; then they
@@ -173,12 +183,14 @@ def deploy_files(
     the second time. A file listed twice is deployed once.
     """
     wanted: list[_Local] = []
-    for path, kind in files:
+    for path, _ in files:
+        if not Path(path).is_file():
+            raise UserInputError(f"file not found: {path}", "check the path")
+    shas = [sha256_file(Path(path)) for path, _ in files]
+    group = hashlib.sha256("".join(shas).encode()).hexdigest() if together else None
+    for (path, kind), sha in zip(files, shas, strict=True):
         local = Path(path)
-        if not local.is_file():
-            raise UserInputError(f"file not found: {local}", "check the path")
-        sha = sha256_file(local)
-        remote = remote_path_for(workdir, kind, sha, local.name)
+        remote = remote_path_for(workdir, kind, group or sha, local.name)
         wanted.append(_Local(local, kind, sha, local.stat().st_size, remote))
     unique = list({w.remote: w for w in wanted}.values())
     checked = remote_checks(transport, python, [w.remote for w in unique])
