@@ -7,10 +7,10 @@ Builds MobileNetV2 (alpha 0.35, 96x96, random weights), converts it to full int8
 representative data, TFLITE_BUILTINS_INT8, int8 in/out), then rotates, round by round, three
 subprocess measurements with the same threads, runs and warm-ups:
 
-(a) ``edgeq.profiling.profile(..., runtime="ai-edge-litert-compiled")``: the runner (as runner.pyz)
+(a) ``edgeq.api.profile(..., measure={"runtime": "ai-edge-litert-compiled", ...})``: the runner (as runner.pyz)
     on LiteRT's ``CompiledModel`` API;
 (b) ``ai_edge_litert/tools/benchmark_litert_model.py``, the reference;
-(c) ``edgeq.profiling.profile(..., runtime="ai-edge-litert")``: the runner's default path, the
+(c) ``edgeq.api.profile(..., measure={"runtime": "ai-edge-litert", ...})``: the runner's default path, the
     classic ``Interpreter``.
 
 Progress goes to stderr; the last stdout line is one JSON object. ``ratio`` is (a) / (b).
@@ -61,7 +61,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edgeq.profiling import profile  # noqa: E402
+from edgeq import api  # noqa: E402
 
 
 def log(message: str) -> None:
@@ -122,10 +122,12 @@ def reference_tool() -> str:
 
 
 def run_edgeq(model: Path, runs: int, warmup: int, threads: int, runtime: str) -> float:
-    result = profile(model, runs=runs, warmup=warmup, threads=threads, runtime=runtime)
-    assert result["device"]["runtime"] == runtime, result["device"]
-    assert result["latency_us"]["n"] == runs
-    return float(result["latency_us"]["p50"])
+    result = api.profile(
+        model, measure={"runs": runs, "warmup": warmup, "threads": threads, "runtime": runtime}
+    )
+    assert result.device.runtime == runtime, result.device
+    assert result.latency_us.n == runs
+    return float(result.latency_us.p50)
 
 
 def run_reference(tool: str, model: Path, runs: int, warmup: int, threads: int, tmp: Path) -> float:

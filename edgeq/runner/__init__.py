@@ -3,7 +3,7 @@
 This package runs ON the device. It imports only the standard library, NumPy and whichever TFLite
 runtime the device has, and it must stay Python 3.8 syntax (the oldest Python a supported board
 ships). The host ships it as one deterministic zipapp (``runner.pyz``, built by
-:mod:`edgeq.profiling`) in which this package is named ``edgeq_runner``, so every import inside it
+:mod:`edgeq.runner_zip`) in which this package is named ``edgeq_runner``, so every import inside it
 is relative.
 
 Protocol: JSON lines on stdout. ``run`` prints throttled ``{"event": "progress", ...}`` lines and
