@@ -6,8 +6,11 @@ ships). The host ships it as one deterministic zipapp (``runner.pyz``, built by
 :mod:`edgeq.runner_zip`) in which this package is named ``edgeq_runner``, so every import inside it
 is relative.
 
-Protocol: JSON lines on stdout. ``run`` prints throttled ``{"event": "progress", ...}`` lines and
-then exactly one ``{"event": "result", "result": {...}}``; ``probe`` prints only the result line.
+Commands (see :mod:`.main`): ``run`` (measure a model as a MeasureSpec says), ``preflight`` (can this
+spec run here), ``probe`` (runtimes), ``sensors`` (power sources, thermal zones, governors) and
+``delegate-facts`` (what a delegate needs). Protocol: JSON lines on stdout. ``run`` prints throttled
+``{"event": "progress", ...}`` lines and then exactly one ``{"event": "result", "result": {...}}``;
+the others print only the result line.
 A failure prints one ``{"event": "error", "kind": ..., "message": ..., "hint": ...}`` line and exits
 with 2 (``bad_input``) or 3 (``runtime_missing`` / ``runtime_failure``). Anything else (runtime
 logs, tracebacks) goes to stderr.
