@@ -6,15 +6,14 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 
 from edgeq.devices.paths import check_workdir
-from edgeq.devices.transports.transport import CommandResult, stop_process
+from edgeq.devices.transports.transport import ClosingContext, CommandResult, stop_process
 from edgeq.errors import DeviceError
 from edgeq.files import atomic_path
 
 
-class LocalTransport:
+class LocalTransport(ClosingContext):
     """The host itself as a device: subprocesses and local file copies."""
 
     def __init__(self, workdir: str | None = None, name: str = "local") -> None:
@@ -105,17 +104,3 @@ class LocalTransport:
 
     def get(self, remote: str, local: Path) -> None:
         self.put(Path(remote), str(local))
-
-    def close(self) -> None:
-        return None
-
-    def __enter__(self) -> LocalTransport:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -38,7 +38,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from edgeq.devices.transports import ssh_config
@@ -56,7 +55,7 @@ from edgeq.devices.paths import (  # noqa: E402
     resolve_workdir,
 )
 from edgeq.devices.transports.known_hosts import KnownHosts  # noqa: E402
-from edgeq.devices.transports.transport import CommandResult  # noqa: E402
+from edgeq.devices.transports.transport import ClosingContext, CommandResult  # noqa: E402
 from edgeq.errors import DeviceError, UserInputError  # noqa: E402
 
 if TYPE_CHECKING:
@@ -256,7 +255,7 @@ def _reason(exc: BaseException) -> str:
     return text[:200]
 
 
-class SSHTransport:
+class SSHTransport(ClosingContext):
     """A device over SSH. Connects lazily; not thread-safe (one command or transfer at a time).
 
     ``with SSHTransport("10.0.0.5", user="pi", workdir="~/edgeq") as t:``
@@ -509,17 +508,6 @@ class SSHTransport:
 
     def close(self) -> None:
         self._drop()
-
-    def __enter__(self) -> SSHTransport:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _transport(self) -> paramiko.Transport:
         t = self._ensure().get_transport()

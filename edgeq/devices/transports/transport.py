@@ -10,7 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+_T = TypeVar("_T", bound="ClosingContext")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,24 @@ class Transport(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+class ClosingContext:
+    """``with transport:`` closes it afterwards (shared by every transport)."""
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self: _T) -> _T:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 STOP_GRACE_S = 3.0  # how long a stopped device-side process gets to clean up before SIGKILL

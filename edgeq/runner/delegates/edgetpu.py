@@ -31,7 +31,7 @@ from ..modelfile import ModelFileError, read_model
 from ..protocol import RunnerError, one_line
 from ..runtimes import COMPILED, Runtime, load_runtime
 from . import Opened
-from .litert import DELEGATE_NODE, allocate, load_error
+from .litert import DELEGATE_NODE, allocate, load_error, partitions
 
 LIBRARY = "libedgetpu.so.1"
 CUSTOM_OP = "edgetpu-custom-op"
@@ -146,32 +146,6 @@ def _create_delegate(load_delegate: Any, library: str, options: Dict[str, str]) 
         ) from None
 
 
-def _partitions(nodes: List[Dict[str, Any]]) -> List[Set[int]]:
-    """The model nodes each DELEGATE node took: those between its input and output tensors (walk
-    back from its outputs through producers, stopping at its inputs)."""
-    producer: Dict[int, Dict[str, Any]] = {}
-    for n in nodes:
-        if n.get("op_name") != DELEGATE_NODE:
-            for t in n.get("outputs", []):
-                producer[int(t)] = n
-    parts = []
-    for part in (n for n in nodes if n.get("op_name") == DELEGATE_NODE):
-        inputs = set(int(t) for t in part.get("inputs", []))
-        stack = [int(t) for t in part.get("outputs", [])]
-        seen: Set[int] = set()
-        taken: Set[int] = set()
-        while stack:
-            t = stack.pop()
-            if t in seen or t in inputs or t not in producer:
-                continue
-            seen.add(t)
-            node = producer[t]
-            taken.add(int(node["index"]))
-            stack.extend(int(x) for x in node.get("inputs", []) if int(x) >= 0)
-        parts.append(taken)
-    return parts
-
-
 def placement(interp: Any) -> Optional[Dict[str, Any]]:
     """Where each node of the (compiled) model ran, edgeq.placement shape, ``source`` device.
 
@@ -185,7 +159,7 @@ def placement(interp: Any) -> Optional[Dict[str, Any]]:
     names = dict((int(n["index"]), str(n.get("op_name"))) for n in model_nodes)
     on_tpu: Set[int] = set()
     on_cpu_delegate: Set[int] = set()
-    for taken in _partitions(nodes):
+    for taken in partitions(nodes):
         if any(names.get(i) == CUSTOM_OP for i in taken):
             on_tpu |= taken
         else:

@@ -70,28 +70,20 @@ def allocate(interp: Any) -> None:
     interp.allocate_tensors()
 
 
-def plan_placement(interp: Any, delegate: str, on_reason: str, off_reason: str) -> Optional[Dict[str, Any]]:
-    """Where each op of the model ran, from the interpreter's execution plan (edgeq.placement shape).
-
-    ``_get_ops_details()`` lists the model's own nodes, then one ``DELEGATE`` node per partition a
-    delegate took. A model node belongs to a partition when it lies between the partition's input
-    and output tensors: walk back from the partition's outputs through their producers, stopping at
-    the partition's inputs. None when the runtime does not expose its nodes.
-    """
-    try:
-        nodes = list(interp._get_ops_details())
-    except Exception:
-        return None
-    model_nodes = [n for n in nodes if n.get("op_name") != DELEGATE_NODE]
+def partitions(nodes: List[Dict[str, Any]]) -> List[Set[int]]:
+    """The model nodes each DELEGATE node took: those between its input and output tensors (walk
+    back from its outputs through producers, stopping at its inputs)."""
     producer: Dict[int, Dict[str, Any]] = {}
-    for n in model_nodes:
-        for t in n.get("outputs", []):
-            producer[int(t)] = n
-    taken: Set[int] = set()
+    for n in nodes:
+        if n.get("op_name") != DELEGATE_NODE:
+            for t in n.get("outputs", []):
+                producer[int(t)] = n
+    parts = []
     for part in (n for n in nodes if n.get("op_name") == DELEGATE_NODE):
         inputs = set(int(t) for t in part.get("inputs", []))
-        stack: List[int] = [int(t) for t in part.get("outputs", [])]
+        stack = [int(t) for t in part.get("outputs", [])]
         seen: Set[int] = set()
+        taken: Set[int] = set()
         while stack:
             t = stack.pop()
             if t in seen or t in inputs or t not in producer:
@@ -100,6 +92,22 @@ def plan_placement(interp: Any, delegate: str, on_reason: str, off_reason: str) 
             node = producer[t]
             taken.add(int(node["index"]))
             stack.extend(int(x) for x in node.get("inputs", []) if int(x) >= 0)
+        parts.append(taken)
+    return parts
+
+
+def plan_placement(interp: Any, delegate: str, on_reason: str, off_reason: str) -> Optional[Dict[str, Any]]:
+    """Where each op of the model ran, from the interpreter's execution plan (edgeq.placement shape).
+
+    ``_get_ops_details()`` lists the model's own nodes, then one ``DELEGATE`` node per partition a
+    delegate took (see :func:`partitions`). None when the runtime does not expose its nodes.
+    """
+    try:
+        nodes = list(interp._get_ops_details())
+    except Exception:
+        return None
+    model_nodes = [n for n in nodes if n.get("op_name") != DELEGATE_NODE]
+    taken: Set[int] = set().union(*partitions(nodes))
     ops = []
     for n in model_nodes:
         on = int(n["index"]) in taken
