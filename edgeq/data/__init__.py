@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeq.data.datasets import Dataset, load_dataset
+from edgeq.data.datasets import Dataset, DataShape, Samples, load_dataset, peek_dataset, read_samples
+from edgeq.data.preprocess import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -18,5 +19,18 @@ class DataOptions:
     def load(self) -> Dataset:
         return load_dataset(self.source, image_size=self.image_size, seed=self.seed)
 
+    def peek(self) -> DataShape:
+        """How many images of which shape the data holds, without reading the pixels."""
+        return peek_dataset(self.source, image_size=self.image_size)
 
-__all__ = ["DataOptions", "Dataset", "load_dataset"]
+
+__all__ = [
+    "DataOptions",
+    "DataShape",
+    "Dataset",
+    "Preprocessing",
+    "Samples",
+    "load_dataset",
+    "peek_dataset",
+    "read_samples",
+]

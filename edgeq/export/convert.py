@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgeq import tfenv
-from edgeq.errors import EdgeqError, UserInputError
+from edgeq.errors import UserInputError
 
 REPRESENTATIVE_SAMPLES = 256
 
@@ -53,40 +53,3 @@ def to_int8_tflite(model: Any, representative_x: np.ndarray, *, seed: int = 0) -
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8
     return _convert(conv, "int8")
-
-
-def quant_debug(float_model: Any, representative_x: np.ndarray, debug_x: np.ndarray) -> list[dict[str, Any]]:
-    """Per-layer quantization error with TFLite's QuantizationDebugger (the PTQ of ``float_model``)."""
-    tf = tfenv.tensorflow()
-    conv = tf.lite.TFLiteConverter.from_keras_model(float_model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = _representative(representative_x, REPRESENTATIVE_SAMPLES, 0)
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-
-    def debug_data() -> Iterator[list[np.ndarray]]:
-        for i in range(len(debug_x)):
-            yield [debug_x[i : i + 1].astype(np.float32)]
-
-    try:
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=debug_data)
-        debugger.run()
-        stats = debugger.layer_statistics
-    except Exception as exc:
-        raise EdgeqError(
-            f"the quantization debugger failed: {str(exc).splitlines()[0] if str(exc) else exc!r}",
-            "inspect without --debug-quant, or report the model to the edgeq maintainers",
-        ) from exc
-    rows: list[dict[str, Any]] = []
-    details = {d["name"]: d for d in debugger._quant_interpreter.get_tensor_details()}
-    for name, s in stats.items():
-        scale = None
-        d = details.get(name)
-        if d is not None and d["quantization_parameters"]["scales"].size:
-            scale = float(d["quantization_parameters"]["scales"][0])
-        row: dict[str, Any] = {"tensor": name}
-        row.update({k: float(v) for k, v in s.items()})
-        if scale:
-            # RMSE in units of the quantization step: ~0.29 (1/√12) is the ideal rounding error.
-            row["rmse_per_scale"] = float(np.sqrt(max(s.get("mean_squared_error", 0.0), 0.0)) / scale)
-        rows.append(row)
-    return rows
