@@ -293,3 +293,26 @@ def test_invoke_is_not_loaded_by_connecting_and_match_exec_still_works(tmp_path:
         {"EDGEQ_SSH_CONFIG": str(cfg)},
     )
     assert found == "10.9.8.7 2222 module"
+
+
+def test_a_device_without_sha256sum_is_checked_by_python(
+    tmp_path: Path, files: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shell check needs sha256sum; where there is none (an empty PATH here) Python does it."""
+    wd = tmp_path / "device"
+    with LocalTransport() as t:
+        first = deploy_files(t, sys.executable, str(wd), [(files[2], "lib")])
+        empty = tmp_path / "empty-bin"
+        empty.mkdir()
+        monkeypatch.setenv("PATH", str(empty))
+        calls: list[str] = []
+        real_run = t.run
+
+        def run(argv: Sequence[str], *args: Any, **kwargs: Any) -> CommandResult:
+            calls.append(str(argv[0]))
+            return real_run(argv, *args, **kwargs)
+
+        monkeypatch.setattr(t, "run", run)
+        again = deploy_files(t, sys.executable, str(wd), [(files[2], "lib")])
+    assert calls == ["/bin/sh", sys.executable]
+    assert again[0].bytes_sent == 0 and again[0].remote_path == first[0].remote_path

@@ -7,7 +7,9 @@ by sha256 on the device and its directory fsynced, so the final rename survives 
 :func:`deploy_files` does all of this for several files with one program on the device before the
 transfer (which files are there, whole and unchanged; free space; directories made) and, unless the
 transport verifies its own uploads (``put_many``, as SSH does), one after it: the cost of a deploy is
-two process starts on the device at most, one when nothing changed, whatever the number of files.
+two process starts on the device at most, one when nothing changed, whatever the number of files. Small files are checked by a POSIX shell
+script with ``sha256sum`` (a process start on the device costs a few ms, the device's Python tens
+of ms); large ones, where OpenSSL's hashing in Python wins, by a Python program.
 Only ``transport.run`` (with argument lists), ``transport.put`` and ``transport.get`` are needed, so
 any Transport works. Remote paths are POSIX paths and always stay inside ``workdir``.
 """
@@ -29,6 +31,7 @@ from edgeq.files import sha256_file
 
 __all__ = [
     "CHECK_PROGRAM",
+    "CHECK_SCRIPT",
     "Deployed",
     "RemoteFile",
     "deploy_file",
@@ -70,8 +73,33 @@ for path in paths:
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
         st = os.statvfs(directory)
-        print("missing %d %d" % (st.f_bavail * st.f_frsize, os.stat(directory).st_dev))
+        print("missing %d dev%d" % (st.f_bavail * st.f_frsize, os.stat(directory).st_dev))
 """
+
+# The same check without starting Python, for "check" mode: argv is "check" then the paths. Prints
+# "have SHA256" or "missing" per path, then, with one mkdir and one df for all the missing ones, a
+# line "free FREE FS:MOUNT" for each of them in order. Prints "nosha" alone when the device has no
+# sha256sum (CHECK_PROGRAM runs instead).
+CHECK_SCRIPT = """\
+command -v sha256sum >/dev/null 2>&1 || { echo nosha; exit 0; }
+shift
+n=$#
+for p in "$@"; do
+    if [ -f "$p" ]; then
+        h=$(sha256sum < "$p") || exit 1
+        echo "have ${h%% *}"
+    else
+        echo missing
+        set -- "$@" "${p%/*}"
+    fi
+done
+shift $n
+[ $# -eq 0 ] && exit 0
+mkdir -p -- "$@" || exit 1
+df -Pk -- "$@" 2>/dev/null | awk 'NR > 1 { printf "free %.0f %s:%s\\n", $4 * 1024, $1, $6 }'
+exit 0
+"""
+_SHELL_HASH_MAX_BYTES = 16 << 20  # above this Python's hashlib (OpenSSL) beats its start-up cost
 
 REMOVE_PROGRAM = """\
 import os, sys
@@ -97,7 +125,7 @@ class Deployed:
 class RemoteFile:
     sha256: str | None  # None: there is no such file
     free_bytes: int | None = None  # when missing: free space in its directory
-    device: int | None = None  # when missing: the st_dev of its directory (one per file system)
+    device: str | None = None  # when missing: names its directory's file system
 
 
 @runtime_checkable
@@ -109,32 +137,76 @@ class VerifiedBatchPut(Protocol):
 
 
 def remote_checks(
-    transport: Transport, python: str, remote_paths: Sequence[str], sync: bool = False
+    transport: Transport,
+    python: str,
+    remote_paths: Sequence[str],
+    sync: bool = False,
+    expected_bytes: int | None = None,
 ) -> list[RemoteFile]:
     """For each of ``remote_paths``: its sha256 on the device, or, when there is no such file, the free
     space where it would go (its directory is made). With ``sync`` the directories of the files that
-    are there are fsynced first. One program run on the device per 64 paths."""
+    are there are fsynced first. One program run on the device per 64 paths: a shell script when
+    ``expected_bytes`` (what there is to hash, at most) is small, else ``python``."""
+    shell = not sync and expected_bytes is not None and expected_bytes <= _SHELL_HASH_MAX_BYTES
     found: list[RemoteFile] = []
     for i in range(0, len(remote_paths), _CHECK_BATCH):
         group = list(remote_paths[i : i + _CHECK_BATCH])
-        argv = [python, "-S", "-c", CHECK_PROGRAM, "sync" if sync else "check", *group]
-        res = transport.run(argv, timeout=_CHECK_TIMEOUT_S)
-        out = [line.strip() for line in res.stdout.splitlines() if line.strip()]
-        if res.exit_code != 0 or len(out) < len(group):
-            tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DeviceError(
-                f"cannot check {group[0]} on device {transport.name!r}: {tail}",
-                f"check that {python!r} runs on the device and that its workdir is writable",
-            )
-        for answer in out[-len(group) :]:  # a chatty login shell may print lines before
-            found.append(_parse_answer(transport, answer))
+        out = None
+        if shell:
+            out = _run_check(transport, python, ["/bin/sh", "-c", CHECK_SCRIPT, "edgeq-check"], group)
+        if out is None:
+            py = [python, "-S", "-c", CHECK_PROGRAM]
+            out = _run_check(transport, python, py, group, "sync" if sync else "check")
+        if out is None:
+            raise DeviceError(f"unexpected answer from device {transport.name!r}: 'nosha'", "")
+        found += out
     return found
 
 
+def _run_check(
+    transport: Transport, python: str, argv: list[str], group: list[str], mode: str = "check"
+) -> list[RemoteFile] | None:
+    """What the device answers for each path of ``group`` (None: the device has no sha256sum)."""
+    res = transport.run([*argv, mode, *group], timeout=_CHECK_TIMEOUT_S)
+    out = [line.strip() for line in res.stdout.splitlines() if line.strip()]
+    if res.exit_code == 0 and out[-1:] == ["nosha"]:
+        return None
+    # A chatty login shell may print lines first: the answers start at the last run of
+    # have/missing lines long enough for the group.
+    start = next(
+        (
+            i
+            for i in range(len(out) - len(group), -1, -1)
+            if all(_is_answer(x) for x in out[i : i + len(group)])
+        ),
+        None,
+    )
+    if res.exit_code != 0 or start is None:
+        tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DeviceError(
+            f"cannot check {group[0]} on device {transport.name!r}: {tail}",
+            f"check that {python!r} runs on the device and that its workdir is writable",
+        )
+    answers = out[start : start + len(group)]
+    free = [line.split(" ", 2)[1:] for line in out[start + len(group) :] if line.startswith("free ")]
+    found = []
+    for answer in answers:
+        if answer == "missing":  # the shell script's form: its free space follows, in order
+            amount, fs = free.pop(0) if free else ("?", "?")
+            answer = f"missing {amount} {fs}"
+        found.append(_parse_answer(transport, answer))
+    return found
+
+
+def _is_answer(line: str) -> bool:
+    return line.startswith(("have ", "missing"))
+
+
 def _parse_answer(transport: Transport, answer: str) -> RemoteFile:
-    missing = re.fullmatch(r"missing (\d+) (\d+)", answer)
+    missing = re.fullmatch(r"missing (\d+|\?) (.+)", answer)
     if missing:
-        return RemoteFile(None, int(missing.group(1)), int(missing.group(2)))
+        free = missing.group(1)
+        return RemoteFile(None, None if free == "?" else int(free), missing.group(2))
     word, _, sha = answer.partition(" ")
     if word != "have" or not SHA256_HEX.match(sha):
         raise DeviceError(f"unexpected answer from device {transport.name!r}: {answer[:80]!r}", "")
@@ -193,7 +265,8 @@ def deploy_files(
         remote = remote_path_for(workdir, kind, group or sha, local.name)
         wanted.append(_Local(local, kind, sha, local.stat().st_size, remote))
     unique = list({w.remote: w for w in wanted}.values())
-    checked = remote_checks(transport, python, [w.remote for w in unique])
+    size = sum(w.size for w in unique)
+    checked = remote_checks(transport, python, [w.remote for w in unique], expected_bytes=size)
     there = {w.remote: found for w, found in zip(unique, checked, strict=True)}
     missing = [w for w in unique if there[w.remote].sha256 != w.sha256]
     _check_free_space(transport, missing, there)
@@ -221,7 +294,7 @@ def deploy_files(
 
 def _check_free_space(transport: Transport, missing: list[_Local], there: dict[str, RemoteFile]) -> None:
     """Refuse before anything is sent when the files to send do not fit where they go (per file system)."""
-    by_device: dict[int | None, list[_Local]] = {}
+    by_device: dict[str | None, list[_Local]] = {}
     for w in missing:
         by_device.setdefault(there[w.remote].device, []).append(w)
     for group in by_device.values():
