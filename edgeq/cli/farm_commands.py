@@ -9,6 +9,7 @@ result and board state, the last one the ``summary``). Exit codes: 0, 2 bad inpu
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 import time
@@ -160,6 +161,10 @@ class FarmProgress:
                 self.live = None
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 @app.command("run")
 def run_cmd(
     farm_toml: Annotated[
@@ -182,6 +187,9 @@ def run_cmd(
 ) -> None:
     """Measure every model on every board of the farm, boards in parallel; rerun to resume a killed run."""
     progress = FarmProgress(as_json)
+    # SIGTERM (a CI job cancelled, a service stopped) ends the run as Ctrl-C does: boards are
+    # closed, labgrid places and board locks released, the run marked interrupted.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         outcome = api.farm_run(
             farm_toml,
@@ -194,6 +202,7 @@ def run_cmd(
             on_event=progress,
         )
     finally:
+        signal.signal(signal.SIGTERM, previous)
         progress.close()
     summary = outcome.to_dict()
     if as_json:

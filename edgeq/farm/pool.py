@@ -297,7 +297,7 @@ class BoardWorker(threading.Thread):
             return
         try:
             if self.board is None:
-                self.board = self._setup()
+                self.board = self.setup()
                 if self.board is None:
                     return
             _run_tasks(self.ctx, self.board, tasks, out)
@@ -326,7 +326,9 @@ class BoardWorker(threading.Thread):
             out.message = f"{out.failures} failed attempt(s)" if out.failures else ""
         self.emit("board", state=out.state, message=out.message, measured=out.measured, failures=out.failures)
 
-    def _setup(self) -> _Board | None:
+    def setup(self) -> _Board | None:
+        """The labgrid place (when named), the host lock, the board (connected on first use);
+        None when the place is busy and the farm skips it. Released by ``self.stack.close()``."""
         ctx, device, out, stack = self.ctx, self.device, self.outcome, self.stack
         profile = device.profile
         if device.labgrid_place is not None:
