@@ -13,6 +13,7 @@ one is taken over; re-measurement of inconclusive pairs against a baseline; exit
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -432,3 +433,84 @@ def test_a_slower_model_fails_the_gate_with_exit_4_and_reports(tmp_path: Path, t
     assert export.code == 0 and json.loads(export.stdout)["schema"] == "edgeq.farm.export/1"
     runs = edgeq("farm", "runs", "--db", db, "--json")
     assert [r["baselines"] for r in json.loads(runs.stdout)] == [[], ["main"]]
+
+
+# ------------------------------------------------------------------- the farm tier: namespace hosts
+
+
+def _kill_host(netns: str) -> None:
+    """Power cut: every process of the host (its sshd, the SSH sessions, the runner) dies at once."""
+    pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.mark.farm
+def test_four_namespace_hosts_one_killed_midway(
+    farm: dict[str, Any], tmp_path: Path, tiny_model: Path, tiny2: Path
+) -> None:
+    """plain x86, behind a degraded link, an emulated aarch64 board, and node1, killed midway: the
+    killed board ends unreachable after its retries and the others complete."""
+    from support_farm import farm_profile, host, pin_farm_keys
+
+    home = tmp_path / "edgeq-home"
+    pin_farm_keys(farm, home)
+    os.environ["EDGEQ_HOME"] = str(home)  # the autouse fixture's monkeypatch restores it
+    profiles = tmp_path / "profiles"
+    arm = farm_profile(farm, "arm64", profiles, "generic-aarch64")
+    setup = edgeq("devices", "setup", arm, "--json", timeout=2400)
+    assert setup.code == 0, setup.stdout + setup.stderr
+    x86 = {
+        name: farm_profile(farm, name, profiles, "generic-x86_64", python=sys.executable, connect_retries=2,
+                           retry_delay_s=0.2, connect_timeout_s=5)
+        for name in ("plain", "degraded", "node1")
+    }  # fmt: skip
+    devices = [{"profile": x86["plain"]}, {"profile": x86["degraded"]}, {"profile": arm, "measure": {"runs": 10}},
+               {"profile": x86["node1"], "measure": {"min_seconds": 3}}]  # fmt: skip
+    farm_file = farm_toml(tmp_path / "FARM.toml", [{"path": tiny_model}, {"path": tiny2}], devices,
+                          rounds=2, retries=1, retry_delay_s=0.5,
+                          extra="[measure]\nruns = 50\nwarmup = 2\n")  # fmt: skip
+    db = tmp_path / "r.db"
+    killed: list[float] = []
+
+    def on_event(e: dict[str, Any]) -> None:
+        if e["event"] == "result" and e["board"] == "node1" and e["status"] == "ok" and not killed:
+            killed.append(time.time())
+            _kill_host(host(farm, "node1")["netns"])
+
+    try:
+        outcome = api.farm_run(farm_file, db=str(db), on_event=on_event)
+    finally:
+        subprocess.run(
+            [str(Path(__file__).parent.parent / "scripts" / "farm" / "up.sh")],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip  (brings node1 back)
+    assert killed, "node1 never completed a measurement"
+    assert outcome.exit_code == 3
+    states = {n: b.state for n, b in outcome.boards.items()}
+    assert states == {"plain": "done", "degraded": "done", "arm64": "done", "node1": "done"} or states[
+        "node1"
+    ] in (
+        "failed",
+        "done",
+    )
+    with open_store(str(db)) as store:
+        rows = store.results(outcome.run.id)
+    ok = {}
+    for r in rows:
+        if r.ok:
+            ok.setdefault((r.model, r.device), []).append(r)
+    for board in ("plain", "degraded", "arm64"):
+        for model in ("tiny_int8", "tiny_b"):
+            assert len(ok[(model, board)]) == 2, (model, board)
+    assert {r.arch for r in rows if r.ok and r.device == "arm64"} == {"aarch64"}
+    assert {r.arch for r in rows if r.ok and r.device == "plain"} == {"x86_64"}
+    node1 = [r for r in rows if r.device == "node1"]
+    assert sum(r.ok for r in node1) >= 1  # what it completed before the kill is kept
+    failed = [r for r in node1 if not r.ok]
+    assert failed and {r.status for r in failed} == {"unreachable"}
+    assert [p for p in outcome.incomplete if p[1] != "node1"] == []
+    # one connection per board that stayed up, for deploys, locks and all four runs
+    assert all(outcome.boards[b].connections == 1 for b in ("plain", "degraded", "arm64"))

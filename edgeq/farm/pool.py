@@ -300,10 +300,14 @@ class BoardWorker(threading.Thread):
                 self.board = self.setup()
                 if self.board is None:
                     return
-            _run_tasks(self.ctx, self.board, tasks, out)
+            gone = _run_tasks(self.ctx, self.board, tasks, out)
             out.last_s = time.time()
             if self.ctx.stop.is_set():
                 out.state = "interrupted"
+                return
+            if gone is not None:
+                out.state, out.message = "failed", gone
+                self.emit("board", state="failed", message=gone, measured=out.measured, failures=out.failures)
                 return
         except BoardBusy as exc:
             out.state, out.message = "busy", exc.message
@@ -369,12 +373,13 @@ def _place(ctx: Context, device: Device, emit: Callable[..., None]) -> Iterator[
         yield profile
 
 
-def _run_tasks(ctx: Context, board: _Board, tasks: list[Task], out: BoardOutcome) -> None:
+def _run_tasks(ctx: Context, board: _Board, tasks: list[Task], out: BoardOutcome) -> str | None:
+    """Measure ``tasks`` in order; returns why the board is gone (unreachable), or None."""
     plan = ctx.plan
     gone: str | None = None  # the board is unreachable: the rest are recorded without trying
     for task in tasks:
         if ctx.stop.is_set():
-            return
+            return gone
         pair = task.pair
         model, dev = pair.model, pair.device
         state = ctx.store.pair_states(ctx.run_id).get(pair.key)
@@ -391,7 +396,7 @@ def _run_tasks(ctx: Context, board: _Board, tasks: list[Task], out: BoardOutcome
         for i in range(attempts):
             attempt = first_attempt + i
             if ctx.stop.is_set():
-                return
+                return gone
             t0: float | None = None  # set once the board is ours: the attempt's time on the board
             board.emit("measure", model=model.name, round=round_no, attempt=attempt)
             try:
@@ -402,7 +407,7 @@ def _run_tasks(ctx: Context, board: _Board, tasks: list[Task], out: BoardOutcome
                 raise
             except Exception as exc:
                 if ctx.stop.is_set():
-                    return
+                    return gone
                 kind, line = classify(exc)
                 if kind == "runtime_error" and line.startswith("internal error"):
                     board.emit("warning", message=traceback.format_exc()[-2000:])
@@ -421,7 +426,7 @@ def _run_tasks(ctx: Context, board: _Board, tasks: list[Task], out: BoardOutcome
                     delay_s=plan.retry_delay_s * 2**i,
                 )
                 if ctx.stop.wait(plan.retry_delay_s * 2**i):
-                    return
+                    return gone
                 continue
             failure = _wrong_answer(pair, result)
             if failure is not None:
@@ -441,6 +446,7 @@ def _run_tasks(ctx: Context, board: _Board, tasks: list[Task], out: BoardOutcome
                 t_end=time.time(),
             )
             break
+    return gone
 
 
 def _measure(ctx: Context, session: DeviceSession, pair: Pair, board: _Board) -> Result:

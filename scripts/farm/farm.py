@@ -65,6 +65,21 @@ HOSTS = {
     "degraded": HostSpec("degraded", 12, "x86_64", "degr"),
     "arm64": HostSpec("arm64", 13, "aarch64", "arm64"),
 }
+# More plain x86 hosts for farms of N boards: node1 .. node60 at .21 .. .80.
+MAX_NODES = 60
+
+
+def host_spec(name: str) -> HostSpec:
+    if name in HOSTS:
+        return HOSTS[name]
+    if name.startswith("node") and name[4:].isdigit() and 1 <= int(name[4:]) <= MAX_NODES and name[4] != "0":
+        n = int(name[4:])
+        return HostSpec(name, 20 + n, "x86_64", name)
+    raise FarmError(f"unknown host {name!r}: choose from {', '.join(HOSTS)}, node1 .. node{MAX_NODES}")
+
+
+def all_host_names() -> list[str]:
+    return [*HOSTS, *(f"node{n}" for n in range(1, MAX_NODES + 1))]
 
 
 class FarmError(Exception):
@@ -99,7 +114,7 @@ class Config:
         return f"{self.prefix}-{name}"
 
     def veth(self, name: str) -> str:
-        return f"{self.prefix}-{HOSTS[name].link}"
+        return f"{self.prefix}-{host_spec(name).link}"
 
     def host_dir(self, name: str) -> Path:
         return self.state / "hosts" / name
@@ -226,7 +241,7 @@ def ensure_rootfs(cfg: Config) -> None:
 
 
 def check_subnet_free(cfg: Config) -> None:
-    ours = {cfg.bridge, *(cfg.veth(n) for n in HOSTS)}
+    ours = {cfg.bridge, *(cfg.veth(n) for n in all_host_names())}
     for entry in json.loads(sh(["ip", "-j", "-4", "addr", "show"]).stdout or "[]"):
         for a in entry.get("addr_info", []):
             if entry["ifname"] not in ours and ipaddress.ip_address(a["local"]) in cfg.net:
@@ -264,7 +279,10 @@ def setup_network(cfg: Config) -> None:
         Path(f"/proc/sys/net/ipv6/conf/{veth}/disable_ipv6").write_text("1")
         sh(["ip", "link", "set", veth, "master", cfg.bridge, "up"])
         sh(["ip", "link", "set", "lo", "up"], ns=ns)
-        sh(["ip", "addr", "add", f"{cfg.addr(HOSTS[name].index)}/{cfg.net.prefixlen}", "dev", "eth0"], ns=ns)
+        sh(
+            ["ip", "addr", "add", f"{cfg.addr(host_spec(name).index)}/{cfg.net.prefixlen}", "dev", "eth0"],
+            ns=ns,
+        )
         sh(["ip", "link", "set", "eth0", "up"], ns=ns)
     if "degraded" in cfg.hosts:
         degrade_link(cfg)
@@ -332,7 +350,7 @@ def prepare_host_files(cfg: Config, name: str) -> None:
     shutil.copyfile(cfg.identity.with_suffix(".pub"), d / "authorized_keys")
     # arm64's sshd runs in the chroot and sees this directory at /run/edgeq-farm.
     inside = Path("/run/edgeq-farm") if name == "arm64" else d
-    addr = "127.0.0.1" if name == "degraded" else cfg.addr(HOSTS[name].index)
+    addr = "127.0.0.1" if name == "degraded" else cfg.addr(host_spec(name).index)
     text = sshd_conf.render(
         listen=[(addr, SSH_PORT)],
         host_keys=[str(inside / "ssh_host_ed25519_key")],
@@ -407,7 +425,7 @@ def start_host(cfg: Config, name: str) -> None:
                 str(HERE / "farm_proxy.py"),
                 "delay",
                 "--listen",
-                f"{cfg.addr(HOSTS[name].index)}:{SSH_PORT}",
+                f"{cfg.addr(host_spec(name).index)}:{SSH_PORT}",
                 "--target",
                 f"127.0.0.1:{SSH_PORT}",
                 "--delay-ms",
@@ -420,7 +438,7 @@ def wait_ready(cfg: Config, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     pending = list(cfg.hosts)
     while pending:
-        pending = [n for n in pending if not ssh_banner(cfg.addr(HOSTS[n].index), SSH_PORT, 3.0)]
+        pending = [n for n in pending if not ssh_banner(cfg.addr(host_spec(n).index), SSH_PORT, 3.0)]
         if not pending:
             return
         dead = [k for k in pid_keys(cfg) if not pid_alive(cfg, k)]
@@ -431,7 +449,7 @@ def wait_ready(cfg: Config, timeout: float = 90.0) -> None:
 
 
 def host_record(cfg: Config, name: str) -> dict[str, object]:
-    spec = HOSTS[name]
+    spec = host_spec(name)
     addr = cfg.addr(spec.index)
     pub = (cfg.host_dir(name) / "ssh_host_ed25519_key.pub").read_text().split()
     host_key = f"{pub[0]} {pub[1]}"
@@ -559,7 +577,7 @@ def is_up(cfg: Config) -> bool:
     keys += ["egress"] if cfg.egress else []
     if not all(pid_alive(cfg, k) for k in keys):
         return False
-    return all(ssh_banner(cfg.addr(HOSTS[n].index), SSH_PORT, 10.0) for n in cfg.hosts)
+    return all(ssh_banner(cfg.addr(host_spec(n).index), SSH_PORT, 10.0) for n in cfg.hosts)
 
 
 def cmd_up(cfg: Config) -> int:
@@ -609,7 +627,7 @@ def teardown(cfg: Config, quiet: bool = False) -> None:
         stop_process(cfg, key)
         if os.environ.get("EDGEQ_FARM_DEBUG"):
             say(f"stopped {key} in {time.monotonic() - t:.2f} s")
-    for name in HOSTS:
+    for name in all_host_names():
         ns = cfg.netns(name)
         if netns_exists(ns):
             kill_netns_processes(ns)
@@ -818,8 +836,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
     )
     p.add_argument(
         "--hosts",
-        default=env("EDGEQ_FARM_HOSTS", "plain,degraded,arm64"),
-        help="which hosts (EDGEQ_FARM_HOSTS)",
+        default=env("EDGEQ_FARM_HOSTS", "plain,degraded,arm64,node1"),
+        help="which hosts (EDGEQ_FARM_HOSTS): plain, degraded, arm64, node1 .. node60 (plain x86 hosts)",
     )
     p.add_argument(
         "--delay-ms",
@@ -853,10 +871,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Config]:
     p.add_argument("--json", action="store_true", help="check: print JSON only")
     args = p.parse_args(argv)
 
-    hosts = tuple(h for h in HOSTS if h in args.hosts.split(","))
-    unknown = set(args.hosts.split(",")) - set(HOSTS)
-    if unknown or not hosts:
-        raise FarmError(f"unknown hosts {sorted(unknown)}: choose from {', '.join(HOSTS)}")
+    wanted = [h for h in args.hosts.split(",") if h]
+    for h in wanted:
+        host_spec(h)  # unknown names fail here
+    hosts = tuple(h for h in all_host_names() if h in wanted)
+    if not hosts:
+        raise FarmError(f"no hosts given: choose from {', '.join(HOSTS)}, node1 .. node{MAX_NODES}")
     if not (1 <= len(args.prefix) <= 8 and args.prefix.replace("-", "").isalnum()):
         raise FarmError(f"prefix {args.prefix!r}: 1-8 letters, digits or '-' (interface names are short)")
     net = ipaddress.ip_network(args.subnet, strict=True)
