@@ -70,7 +70,7 @@ def _callbacks(on_epoch: EpochCallback | None, epochs: int) -> list[Any]:
 def train_float(model: Any, data: Dataset, cfg: FitConfig, on_epoch: EpochCallback | None = None) -> Any:
     """Train ``model`` (logits out) with cross-entropy on the hard labels."""
     k = tfenv.keras()
-    tfenv.set_seed(cfg.seed)
+    tfenv.reproducible(cfg.seed)
     model.compile(
         optimizer=k.optimizers.Adam(cfg.learning_rate),
         loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -134,7 +134,7 @@ def distill(
     if not 0.0 <= alpha <= 1.0:
         raise UserInputError(f"alpha must be in [0, 1], got {alpha}", "try --alpha 0.3")
     k = tfenv.keras()
-    tfenv.set_seed(cfg.seed)
+    tfenv.reproducible(cfg.seed)
     x_train, y_train = shift_augment(data.x_train, data.y_train)
     packed_train = _pack(y_train, teacher_logits(teacher, x_train))
     packed_val = _pack(data.y_val, teacher_logits(teacher, data.x_val))
