@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeq import tfenv
 from edgeq.data import DataOptions
 from edgeq.devices.connect import DeviceTarget, open_device
 from edgeq.errors import DeviceError, EdgeqError, GateFailed, UserInputError
@@ -207,11 +208,14 @@ def _run(
     from edgeq.models import build_model, count_params, save_model
     from edgeq.report.markdown import report_markdown
     from edgeq.report.plot import plot_latency, plot_power
+    from edgeq.train import checks
     from edgeq.train.core import FitConfig, accuracy, quantize_aware, train_float
     from edgeq.train.core import distill as _distill
 
     ternary = o.weights == "ternary"
     fit = lambda epochs, lr=2e-3: FitConfig(epochs, learning_rate=lr, seed=o.data.seed)  # noqa: E731
+    warnings = checks.announce(checks.dataset_warnings(ds, o.max_accuracy_drop), on_event)
+    tfenv.reproducible(o.data.seed)  # before the first model is built: its initial weights repeat too
 
     if user_teacher is None:
         teacher = build_model("teacher", ds.input_shape, ds.num_classes)
@@ -223,6 +227,7 @@ def _run(
     save_model(teacher, od.file("teacher.keras"))
 
     student = build_model("student_ternary" if ternary else "student", ds.input_shape, ds.num_classes)
+    warnings += checks.announce(checks.size_warnings(count_params(teacher), count_params(student)), on_event)
     stage("distill", f"distilling into student ({count_params(student)} parameters, {o.weights} weights)")
     kd = {"temperature": o.temperature, "alpha": o.alpha}
     _distill(student, teacher, ds, fit(o.student_epochs), on_epoch=epoch_reporter("distill", on_event), **kd)
@@ -265,6 +270,7 @@ def _run(
     else:
         acc["student_int8_qat"] = interpreter_accuracy(qat_blob, ds.x_test, ds.y_test)
     acc["student_int8_ptq"] = interpreter_accuracy(ptq_blob, ds.x_test, ds.y_test)
+    warnings += checks.announce(checks.accuracy_warnings(acc, ds.y_test, ds.num_classes), on_event)
     recipe = {
         "steps": ["train", "distill", "qat", "export"],
         "teacher": str(o.teacher) if o.teacher else "built-in teacher",
@@ -290,7 +296,6 @@ def _run(
         ),
     )
 
-    warnings: list[dict[str, str]] = []
     deploy_model, delegate_info = _for_delegate(od, model_path, spec, stage, warnings)
 
     results: dict[str, Result] = {}
