@@ -62,6 +62,12 @@ def _require_suffix(path: Path, suffixes: tuple[str, ...]) -> None:
     check_writable_file(path)
 
 
+def _announce(ds: Any, on_event: EventCallback) -> None:
+    """What the data loader noticed (e.g. a folder mixing greyscale and colour images), as warnings."""
+    for w in ds.warnings:
+        on_event({"event": "warning", "message": w})
+
+
 # ------------------------------------------------------------------------------------------------
 # Steps
 
@@ -75,17 +81,19 @@ def train(
     on_event: EventCallback = noop,
 ) -> dict[str, Any]:
     """Train a built-in float model (``teacher`` by default) and save it to ``out`` (.keras)."""
-    from edgeq.models import build_model, count_params, save_model
+    from edgeq.models import build_model, check_training_fits, count_params, save_model
     from edgeq.train.core import FitConfig, accuracy, train_float
 
     _check_epochs(epochs=epochs)
     _require_suffix(out, (".keras",))
     opts = data or DataOptions()
+    check_training_fits((arch,), opts.peek())  # image size and memory, before any image is read
     ds = opts.load()
+    _announce(ds, on_event)
     model = build_model(arch, ds.input_shape, ds.num_classes)
     on_event({"stage": "train", "message": f"training {arch} ({count_params(model)} parameters)"})
     train_float(model, ds, FitConfig(epochs, seed=opts.seed), epoch_reporter("train", on_event))
-    save_model(model, out)
+    save_model(model, out, dataset=ds)
     return {
         "model": str(out),
         "params": count_params(model),
@@ -104,15 +112,17 @@ def distill(
     on_event: EventCallback = noop,
 ) -> dict[str, Any]:
     """Distill ``teacher`` into the built-in student and save it to ``out`` (.keras)."""
-    from edgeq.models import build_model, count_params, load_user_model, save_model
+    from edgeq.models import build_model, check_training_fits, count_params, load_user_model, save_model
     from edgeq.train.core import FitConfig, accuracy
     from edgeq.train.core import distill as _distill
 
     _check_epochs(epochs=epochs)
     _require_suffix(out, (".keras",))
     opts = data or DataOptions()
+    check_training_fits(("student",), opts.peek())
     ds = opts.load()
-    t = load_user_model(teacher, ds.input_shape, ds.num_classes)
+    _announce(ds, on_event)
+    t = load_user_model(teacher, ds)
     student = build_model("student", ds.input_shape, ds.num_classes)
     on_event({"stage": "distill", "message": f"distilling into student ({count_params(student)} parameters)"})
     _distill(
@@ -124,7 +134,7 @@ def distill(
         alpha=alpha,
         on_epoch=epoch_reporter("distill", on_event),
     )
-    save_model(student, out)
+    save_model(student, out, dataset=ds)
     return {
         "model": str(out),
         "params": count_params(student),
@@ -154,8 +164,9 @@ def qat(
     _require_suffix(out, (".h5",))
     opts = data or DataOptions()
     ds = opts.load()
-    m = load_user_model(model, ds.input_shape, ds.num_classes)
-    t = load_user_model(teacher, ds.input_shape, ds.num_classes) if teacher is not None else None
+    _announce(ds, on_event)
+    m = load_user_model(model, ds)
+    t = load_user_model(teacher, ds) if teacher is not None else None
     on_event({"stage": "qat", "message": "quantization-aware training"})
     q = quantize_aware(
         m,
@@ -166,7 +177,7 @@ def qat(
         alpha=alpha,
         on_epoch=epoch_reporter("qat", on_event),
     )
-    save_model(q, out)
+    save_model(q, out, dataset=ds)
     return {"model": str(out), "accuracy": accuracy(q, ds.x_test, ds.y_test)}
 
 
@@ -190,7 +201,8 @@ def export(
     check_writable_file(sidecar_path(out), "sidecar")
     opts = data or DataOptions()
     ds = opts.load()
-    keras_model, is_qat = load_any(model, ds.input_shape, ds.num_classes)
+    _announce(ds, on_event)
+    keras_model, is_qat = load_any(model, ds)
     on_event({"stage": "export", "message": f"converting {model.name} to full int8"})
     blob = convert.to_int8_tflite(keras_model, ds.x_train, seed=opts.seed)
     # Verify before anything becomes visible under the final name.
@@ -218,6 +230,8 @@ def export(
             "quantization": "qat" if is_qat else "ptq",
         },
         accuracy=acc,
+        source=model,
+        sidecar_dir=out.parent,
     )
     atomic_write(out, blob)
     write_json(sidecar_path(out), sidecar)
@@ -310,8 +324,10 @@ def profile(
     """Deploy (if needed) and run ``model`` on a device; return its :class:`Result`.
 
     ``measure``: MeasureSpec settings on top of the device profile's (``{"runs": 500, "power": True}``),
-    or a whole MeasureSpec. A profile's ``min_delegate_coverage`` is checked against the placement the
-    device reports: below it, :class:`GateFailed` names the ops that fell back to the CPU.
+    or a whole MeasureSpec. ``test_data``: ``(x, y)`` arrays, or a dataset by name ('digits', a .npz,
+    an image folder) taken through the model's own preprocessing (its own dataset: the test split).
+    A profile's ``min_delegate_coverage`` is checked against the placement the device reports: below
+    it, :class:`GateFailed` names the ops that fell back to the CPU.
 
     >>> api.profile(Path("model.tflite"), DeviceTarget("rpi4", host="pi@10.0.0.7")).latency_us.p50
     """
@@ -324,6 +340,16 @@ def profile(
     spec = measure if isinstance(measure, MeasureSpec) else prof.measure_spec(measure)
     if save_outputs is not None:
         check_writable_file(Path(save_outputs), "--save-outputs")
+    if isinstance(test_data, str | Path):
+        # 'digits', a .npz or an image folder: the model's own dataset gives its test split only, other
+        # data go through the model's preprocessing (edgeq.export.model_data).
+        from edgeq.export.model_data import model_test_data
+
+        md = model_test_data(Path(model), test_data)
+        for w in md.warnings:
+            on_event({"event": "warning", "message": w})
+        on_event({"stage": "profile", "message": f"test data: {md.description}"})
+        test_data = (md.x, md.y)
     with open_device(t, prof) as dev:
         result = remote.measure(
             dev, Path(model), spec, test_data=test_data, save_outputs=save_outputs, on_event=on_event
@@ -338,17 +364,22 @@ def deploy(
     """Copy ``model`` and the runner to the device (content-addressed; what is there is not resent).
 
     A model with EDGEQ_* custom ops also gets ``libedgeq_ops.so`` built for the device's architecture
-    (``result["lib"]``).
+    (``result["lib"]``). A model with a sidecar gets its labels as ``<model>.labels.txt``, line k
+    naming output k (``result["labels"]``).
     """
     from edgeq import remote
+    from edgeq.export.sidecar import write_labels_file
 
     t = target or DeviceTarget()
     remote.check_model(Path(model))  # a bad model fails before any connection
     prof = t.resolve()
     t0 = time.perf_counter()
-    with open_device(t, prof) as dev:
+    with open_device(t, prof) as dev, tempfile.TemporaryDirectory(prefix="edgeq-labels-") as td:
         parts: dict[str, dict[str, Any]] = {}
         files: list[tuple[Path, str]] = [(remote.build_runner_pyz(), "runner")]
+        labels = write_labels_file(Path(model), Path(td))
+        if labels is not None:
+            files.append((labels, "models"))
         library = remote.custom_ops_library(dev, Path(model))
         if library is not None:
             files.append((library, "lib"))
@@ -358,7 +389,9 @@ def deploy(
         )
         for (path, kind), d in zip([*files, *((p, "models") for p in model_parts)], done, strict=True):
             on_event({"stage": "deploy", "message": f"{path.name}: {d.bytes_sent} bytes sent"})
-            key = kind if kind != "models" or path == Path(model) else "weights"
+            key = (
+                "labels" if path == labels else kind if kind != "models" or path == Path(model) else "weights"
+            )
             parts[key] = {"remote_path": d.remote_path, "sha256": d.sha256, "bytes_sent": d.bytes_sent}
     return {
         "device": prof.name,
@@ -366,6 +399,7 @@ def deploy(
         "runner": parts["runner"],
         **({"lib": parts["lib"]} if "lib" in parts else {}),
         **({"weights": parts["weights"]} if "weights" in parts else {}),
+        **({"labels": parts["labels"]} if "labels" in parts else {}),
         "bytes_sent": sum(p["bytes_sent"] for p in parts.values()),
         "seconds": round(time.perf_counter() - t0, 3),
     }

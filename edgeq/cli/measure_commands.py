@@ -188,7 +188,11 @@ def profile(
     host: HostOpt = None,
     trust_new_host: TrustOpt = False,
     test_data: Annotated[
-        Path | None, typer.Option(help="Test data for on-device accuracy: an .npz (x, y) or 'digits'.")
+        Path | None,
+        typer.Option(
+            help="Test data for on-device accuracy: 'digits', a .npz (x, y) or an image folder, taken "
+            "through the model's preprocessing; the model's own dataset gives its test split only."
+        ),
     ] = None,
     save_outputs: Annotated[
         Path | None, typer.Option(help="Save the raw outputs on the test data as .npy.")
@@ -200,16 +204,7 @@ def profile(
 ) -> None:
     """Run the on-device runner: latency distribution, init time, memory (and accuracy with test data);
     with --power: power and energy per inference, temperatures and throttling."""
-    td = None
-    if test_data is not None:
-        import numpy as np
-
-        ds = api.DataOptions(source=None if str(test_data) == "digits" else str(test_data)).load()
-        # The whole file is the test data: every split goes to the device.
-        td = (
-            np.concatenate([ds.x_train, ds.x_val, ds.x_test]),
-            np.concatenate([ds.y_train, ds.y_val, ds.y_test]),
-        )
+    td = None if test_data is None else str(test_data)
     progress = Progress(quiet=as_json)
     try:
         res = api.profile(
@@ -286,4 +281,6 @@ def deploy(
         return
     out.print(f"model:  {res['model']['remote_path']}  ({res['model']['bytes_sent']} bytes sent)")
     out.print(f"runner: {res['runner']['remote_path']}  ({res['runner']['bytes_sent']} bytes sent)")
+    if "labels" in res:
+        out.print(f"labels: {res['labels']['remote_path']}  ({res['labels']['bytes_sent']} bytes sent)")
     out.print(f"bytes_sent: {res['bytes_sent']}  in {res['seconds']} s")

@@ -24,6 +24,7 @@ from edgeq.cli.app import (
     out,
     print_json,
 )
+from edgeq.errors import UserInputError
 
 
 def train(
@@ -136,12 +137,26 @@ def inspect(
         ),
     ] = None,
     delegate_option: DelegateOptionOpt = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="With --debug-quant: the samples ('digits', a .npz or an image folder) instead of the "
+            "dataset the sidecar records.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ops, tensor dtypes, quantization parameters, size and the full-int8 verdict of a model;
     with --delegate, which ops can run on it and why the others fall back to the CPU."""
+    if data is not None and not debug_quant:
+        raise UserInputError("--data is used by --debug-quant only", "add --debug-quant or drop --data")
     info = api.inspect(
-        model, debug_quant=debug_quant, delegate=delegate, delegate_options=delegate_options(delegate_option)
+        model,
+        debug_quant=debug_quant,
+        delegate=delegate,
+        delegate_options=delegate_options(delegate_option),
+        **({"data": data} if data is not None else {}),
     )
     if as_json:
         print_json(info)
@@ -219,17 +234,66 @@ def _render_inspect(info: dict[str, Any]) -> None:
     for v in info["violations"]:
         out.print(f"[red]✗[/] {v}")
     if "quant_debug" in info:
-        d = Table(title="per-layer quantization error (PTQ, QuantizationDebugger)")
-        for col in ("tensor", "rmse/scale", "mean error", "mse"):
-            d.add_column(col)
-        for row in info["quant_debug"]:
-            d.add_row(
-                row["tensor"][:50],
-                f"{row.get('rmse_per_scale', float('nan')):.3f}",
-                f"{row.get('mean_error', float('nan')):.3g}",
-                f"{row.get('mean_squared_error', float('nan')):.3g}",
+        _render_quant_debug(info)
+
+
+def _render_quant_debug(info: dict[str, Any]) -> None:
+    """Per layer: the file's error against its float source in quantization steps (~0.29 is rounding
+    alone), and the run's other quantization side by side."""
+    models = info.get("quant_debug_models") or []
+    main = models[0] if models else {}
+    others = [m["role"] for m in models[1:]]
+    src = (main.get("source") or {}).get("file", "?")
+    d = Table(
+        title=f"per-layer error of {main.get('file', 'the model')} ({main.get('quantization', '?')}) against {src}"
+    )
+    for col in (
+        "layer",
+        "op",
+        "rmse (steps)",
+        "rmse",
+        "mean error",
+        "saturated",
+        *(f"{r} rmse (steps)" for r in others),
+    ):
+        d.add_column(col)
+
+    def num(v: Any, fmt: str) -> str:
+        return "" if v is None else format(v, fmt)
+
+    for row in info["quant_debug"]:
+        d.add_row(
+            row.get("layer", ""),
+            row.get("op", ""),
+            num(row.get("rmse_per_scale"), ".3f"),
+            num(row.get("rmse"), ".3g"),
+            num(row.get("mean_error"), ".2g"),
+            num(row.get("saturated_fraction"), ".1%"),
+            *(num(row.get(f"{r}_rmse_per_scale"), ".3f") for r in others),
+        )
+    out.print(d)
+    data = info.get("quant_debug_data") or {}
+    out.print(f"samples: {data.get('description', '')}", soft_wrap=True)
+    for m in models:
+        o = m.get("output") or {}
+        acc = (
+            f"; accuracy int8 {o['int8_accuracy']:.3f} vs source {o['source_accuracy']:.3f}"
+            if "int8_accuracy" in o
+            else ""
+        )
+        agree = (
+            f"top-1 agrees with {(m.get('source') or {}).get('file')} on {o['top1_agreement']:.1%}"
+            if "top1_agreement" in o
+            else ""
+        )
+        out.print(f"{m['file']} ({m['quantization']}): {agree}{acc}", soft_wrap=True)
+        for skip in m.get("not_compared") or []:
+            out.print(
+                f"  [dim]not compared:[/] tensor {skip['index']} ({skip['op']}): {skip['reason']}",
+                soft_wrap=True,
             )
-        out.print(d)
+    for w in data.get("warnings") or []:
+        out.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
 
 
 def compile(
