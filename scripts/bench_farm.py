@@ -120,7 +120,7 @@ def main() -> int:
                             f"port = {h['port']}",
                             f'user = "{h["user"]}"',
                             f'identity_file = "{h["identity_file"]}"',
-                            f'python = "{sys.executable}"',  # the hosts see this machine's venv
+                            f'python = "{h["python"]}"',  # the farm's board venv (scripts/farm)
                             'workdir = "~/edgeq"',
                         ]
                     )

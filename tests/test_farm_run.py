@@ -462,8 +462,8 @@ def test_four_namespace_hosts_one_killed_midway(
     setup = edgeq("devices", "setup", arm, "--json", timeout=2400)
     assert setup.code == 0, setup.stdout + setup.stderr
     x86 = {
-        name: farm_profile(farm, name, profiles, "generic-x86_64", python=sys.executable, connect_retries=2,
-                           retry_delay_s=0.2, connect_timeout_s=5)
+        name: farm_profile(farm, name, profiles, "generic-x86_64", python=host(farm, name)["python"],
+                           connect_retries=2, retry_delay_s=0.2, connect_timeout_s=5)
         for name in ("plain", "degraded", "node1")
     }  # fmt: skip
     devices = [{"profile": x86["plain"]}, {"profile": x86["degraded"]}, {"profile": arm, "measure": {"runs": 10}},

@@ -240,6 +240,40 @@ def ensure_rootfs(cfg: Config) -> None:
         raise FarmError(f"aarch64_rootfs.sh {cfg.rootfs} failed (exit {proc.returncode})")
 
 
+# The x86 hosts' board Python: Debian's /usr/bin/python3 (visible inside every x86 host, unlike a
+# Python under /root) in a venv with the runtime the generic-x86_64 profile pins. Built once, cached.
+BOARD_VENV_RECIPE = "edgeq-farm-board-venv/1 /usr/bin/python3 ai-edge-litert==2.3.0 numpy<3"
+BOARD_VENV_PACKAGES = ["ai-edge-litert==2.3.0", "numpy<3"]
+
+
+def board_venv(cfg: Config) -> Path:
+    return cfg.rootfs.parent / "venv-x86_64"
+
+
+def board_python(cfg: Config) -> Path:
+    return board_venv(cfg) / "bin" / "python"
+
+
+def ensure_board_venv(cfg: Config) -> None:
+    """Build the x86 hosts' runner venv if not cached; it counts as built once its stamp is written
+    (last), so a half-built one is started over."""
+    venv = board_venv(cfg)
+    stamp = venv / ".edgeq-board-venv-stamp"
+    if stamp.exists() and stamp.read_text().strip() == BOARD_VENV_RECIPE and board_python(cfg).exists():
+        return
+    if not Path("/usr/bin/python3").exists():
+        raise FarmError("/usr/bin/python3 is missing: apt-get install python3 python3-venv")
+    shutil.rmtree(venv, ignore_errors=True)
+    say(f"building the x86 board venv {venv} (ai-edge-litert, NumPy; once)")
+    # Built where it will live: a venv's scripts name their interpreter by absolute path.
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    sh(["/usr/bin/python3", "-m", "venv", str(venv)])
+    sh([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+        *BOARD_VENV_PACKAGES])  # fmt: skip
+    sh([str(venv / "bin" / "python"), "-c", "import numpy, ai_edge_litert.interpreter"])
+    write_atomic(stamp, BOARD_VENV_RECIPE + "\n")
+
+
 def check_subnet_free(cfg: Config) -> None:
     ours = {cfg.bridge, *(cfg.veth(n) for n in all_host_names())}
     for entry in json.loads(sh(["ip", "-j", "-4", "addr", "show"]).stdout or "[]"):
@@ -467,6 +501,8 @@ def host_record(cfg: Config, name: str) -> dict[str, object]:
         "host_key": host_key,
         "host_key_fingerprint": key_fingerprint(host_key),
         "arch": spec.arch,
+        # the runner's Python: the shared board venv on x86 hosts; arm64 gets its own (devices setup)
+        "python": str(board_python(cfg)) if spec.arch == "x86_64" else None,
         "hostname": f"edgeq-{name}",
         "netns": cfg.netns(name),
         "link": link,
@@ -590,7 +626,10 @@ def cmd_up(cfg: Config) -> int:
     ensure_host_tools()
     if "arm64" in cfg.hosts:
         ensure_rootfs(cfg)
+    if any(host_spec(n).arch == "x86_64" for n in cfg.hosts):
+        ensure_board_venv(cfg)
     if is_up(cfg):
+        write_client_files(cfg)  # same hosts and keys; picks up fields a newer farm.py records
         say(f"already up ({cfg.farm_json})")
         print(cfg.farm_json.read_text(), end="")
         return 0
