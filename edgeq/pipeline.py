@@ -19,7 +19,7 @@ from edgeq.devices.connect import DeviceTarget, open_device
 from edgeq.errors import DeviceError, EdgeqError, GateFailed, UserInputError
 from edgeq.events import EventCallback, epoch_reporter
 from edgeq.export import convert
-from edgeq.export.sidecar import build_sidecar, versions
+from edgeq.export.sidecar import build_sidecar, versions, write_sidecar
 from edgeq.files import OutputDir, atomic_write, write_json
 from edgeq.placement import Coverage
 from edgeq.result import Report, Result
@@ -105,6 +105,7 @@ OUTPUTS = (
     "model.tflite",
     "model.edgeq.json",
     "model_ptq.tflite",
+    "model_ptq.edgeq.json",
     "model_int8_builtin.tflite",
     "power.png",
     "latency.png",
@@ -174,13 +175,16 @@ def run_pipeline(out: Path, o: PipelineOptions, on_event: EventCallback) -> Repo
         on_event({"stage": name, "message": message, "elapsed_s": round(time.perf_counter() - t0, 1)})
 
     # Every input is checked before anything is written: data, options, device, the output directory.
+    from edgeq.models import check_training_fits, load_user_model
+
     stage("data", "loading data")
+    # The image size against the architectures, and the memory training needs, before any image is read.
+    archs = ("student_ternary" if o.weights == "ternary" else "student",)
+    check_training_fits(archs if o.teacher is not None else ("teacher", *archs), o.data.peek())
     ds = o.data.load()
     user_teacher = None
     if o.teacher is not None:
-        from edgeq.models import load_user_model
-
-        user_teacher = load_user_model(o.teacher, ds.input_shape, ds.num_classes)
+        user_teacher = load_user_model(o.teacher, ds)
     device_profile = o.device.resolve()
     spec = device_profile.measure_spec(o.measure)
     with OutputDir(out, "edgeq pipeline", OUTPUTS) as od:
@@ -215,6 +219,10 @@ def _run(
     ternary = o.weights == "ternary"
     fit = lambda epochs, lr=2e-3: FitConfig(epochs, learning_rate=lr, seed=o.data.seed)  # noqa: E731
     warnings = checks.announce(checks.dataset_warnings(ds, o.max_accuracy_drop), on_event)
+    warnings += checks.announce(
+        [checks.CheckWarning("data.loader", w, "see the sidecar's preprocessing") for w in ds.warnings],
+        on_event,
+    )
     tfenv.reproducible(o.data.seed)  # before the first model is built: its initial weights repeat too
 
     if user_teacher is None:
@@ -293,7 +301,26 @@ def _run(
             labels=list(ds.labels),
             recipe=recipe,
             accuracy=dict(acc),
+            # inspect --debug-quant compares the file with the model it was converted from (the QAT
+            # model), and shows the PTQ baseline side by side.
+            source=od.path / "student_qat.h5",
+            sidecar_dir=od.path,
+            related={
+                "ptq": "model_ptq.tflite",
+                **({"int8_builtin": "model_int8_builtin.tflite"} if ternary else {}),
+            },
         ),
+    )
+    write_sidecar(
+        od.file("model_ptq.tflite"),
+        sidecar=od.file("model_ptq.edgeq.json"),
+        dataset=ds,
+        recipe={**recipe, "steps": ["train", "distill", "ptq"], "quantization": "ptq"},
+        accuracy={
+            k: v for k, v in acc.items() if k in ("teacher_float", "student_float", "student_int8_ptq")
+        },
+        source=od.path / "student.keras",
+        related={"qat": "model.tflite"},
     )
 
     deploy_model, delegate_info = _for_delegate(od, model_path, spec, stage, warnings)

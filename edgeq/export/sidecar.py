@@ -123,8 +123,10 @@ def write_sidecar(
     accuracy: dict[str, float],
     source: Path | None = None,
     related: Mapping[str, str] | None = None,
+    sidecar: Path | None = None,
 ) -> dict[str, Any]:
-    """Describe ``model_path`` and write its sidecar next to it; returns the sidecar.
+    """Describe ``model_path`` and write its sidecar next to it (``sidecar``: that path, which must be
+    :func:`sidecar_path` of the model, given when the caller records what it writes); returns it.
 
     ``dataset`` is the :class:`~edgeq.data.Dataset` the model was made from.
 
@@ -145,7 +147,10 @@ def write_sidecar(
         sidecar_dir=model_path.parent,
         related=related,
     )
-    write_json(sidecar_path(model_path), side)
+    dest = sidecar_path(model_path)
+    if sidecar is not None and Path(sidecar).resolve() != dest.resolve():
+        raise ValueError(f"the sidecar of {model_path.name} is {dest.name}, not {Path(sidecar).name}")
+    write_json(dest, side)
     return side
 
 
