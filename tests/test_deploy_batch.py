@@ -316,3 +316,27 @@ def test_a_device_without_sha256sum_is_checked_by_python(
         again = deploy_files(t, sys.executable, str(wd), [(files[2], "lib")])
     assert calls == ["/bin/sh", sys.executable]
     assert again[0].bytes_sent == 0 and again[0].remote_path == first[0].remote_path
+
+
+def test_some_files_together_and_others_alone_in_one_call(
+    trusted: SshServer, tmp_path: Path, files: list[Path]
+) -> None:
+    """An IR's two files share a directory named by both; the runner keeps its own; one check."""
+    wd = tmp_path / "device"
+    xml, bin_ = files[2], files[0]
+    joint = hashlib.sha256((sha(xml) + sha(bin_)).encode()).hexdigest()
+    with make(trusted, wd) as t:
+        got = deploy_files(
+            t,
+            DEVICE_PYTHON,
+            str(wd),
+            [(files[1], "runner"), (xml, "models"), (bin_, "models")],
+            together={xml, bin_},
+        )
+        assert len(t.started) == 2
+    assert got[0].remote_path == f"{wd}/runner/{sha(files[1])}/{files[1].name}"
+    assert [d.remote_path for d in got[1:]] == [
+        f"{wd}/models/{joint}/{xml.name}",
+        f"{wd}/models/{joint}/{bin_.name}",
+    ]
+    assert [d.sha256 for d in got] == [sha(files[1]), sha(xml), sha(bin_)]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -237,13 +237,14 @@ def deploy_files(
     workdir: str,
     files: Sequence[tuple[Path, str]],
     *,
-    together: bool = False,
+    together: bool | Collection[Path] = False,
 ) -> list[Deployed]:
     """Put each ``(local_path, kind)`` on the device unless the same content is already there.
 
-    With ``together`` the files land in one directory, addressed by the sha256 of all of them (files
-    that must sit side by side, as an OpenVINO IR's ``.xml`` and ``.bin``); each is still verified by
-    its own sha256.
+    With ``together`` (True: all the files; or the local paths of some of them) those files land in
+    one directory, addressed by the sha256 of all of them (files that must sit side by side, as an
+    OpenVINO IR's ``.xml`` and ``.bin``); each is still verified by its own sha256. So a run's runner,
+    library and a two-file model deploy in one call: ``together={xml, bin}``.
 
     One program on the device checks them all (and makes their directories); only the missing or
     changed ones are sent, after a free-space check that adds their sizes per file system; then they
@@ -259,10 +260,16 @@ def deploy_files(
         if not Path(path).is_file():
             raise UserInputError(f"file not found: {path}", "check the path")
     shas = [sha256_file(Path(path)) for path, _ in files]
-    group = hashlib.sha256("".join(shas).encode()).hexdigest() if together else None
-    for (path, kind), sha in zip(files, shas, strict=True):
+    members = (
+        [together is True or Path(path) in together for path, _ in files]
+        if together is not False
+        else [False] * len(files)
+    )
+    joint = [sha for sha, member in zip(shas, members, strict=True) if member]
+    group = hashlib.sha256("".join(joint).encode()).hexdigest() if joint else None
+    for (path, kind), sha, member in zip(files, shas, members, strict=True):
         local = Path(path)
-        remote = remote_path_for(workdir, kind, group or sha, local.name)
+        remote = remote_path_for(workdir, kind, (group if member else None) or sha, local.name)
         wanted.append(_Local(local, kind, sha, local.stat().st_size, remote))
     unique = list({w.remote: w for w in wanted}.values())
     size = sum(w.size for w in unique)
