@@ -79,7 +79,7 @@ def dataset_warnings(ds: Dataset, max_accuracy_drop_points: float | None = None)
     out: list[CheckWarning] = []
     n_test = len(ds.y_test)
     k = ds.num_classes
-    per_image = f"about {int(np.ceil(MIN_TEST_SAMPLES / TEST_FRACTION))} images in all"
+    in_all = f"about {int(np.ceil(MIN_TEST_SAMPLES / TEST_FRACTION))} images in all"
     if 0 < n_test < MIN_TEST_SAMPLES:
         step = 100.0 / n_test
         gate = ""
@@ -90,7 +90,7 @@ def dataset_warnings(ds: Dataset, max_accuracy_drop_points: float | None = None)
                 "data.small_test_split",
                 f"the test split has only {n_test} samples: accuracy moves in steps of {step:.1f} points "
                 f"(1/{n_test}){gate}",
-                f"add images (the test split is {TEST_FRACTION:.0%} of them): {per_image} give a test split "
+                f"add images (the test split is {TEST_FRACTION:.0%} of them): {in_all} give a test split "
                 f"of {MIN_TEST_SAMPLES}",
             )
         )
@@ -105,8 +105,9 @@ def dataset_warnings(ds: Dataset, max_accuracy_drop_points: float | None = None)
         out.append(
             CheckWarning(
                 "data.few_per_class",
-                f"{len(few)} of {k} classes have fewer than {MIN_TRAIN_PER_CLASS} training or "
-                f"{MIN_TEST_PER_CLASS} test samples ({_class_names(ds.labels, few)}; fewest: "
+                f"{len(few)} of {k} classes {'has' if len(few) == 1 else 'have'} fewer than "
+                f"{MIN_TRAIN_PER_CLASS} training or {MIN_TEST_PER_CLASS} test samples "
+                f"({_class_names(ds.labels, few)}; fewest: "
                 f"{ds.labels[worst]!r} with {train[worst]} training, {val[worst]} validation, {test[worst]} test): "
                 "too few to learn those classes or to measure them",
                 f"add images to those classes, {per_class} or more each",
