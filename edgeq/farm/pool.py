@@ -432,6 +432,10 @@ def _run_tasks(ctx: Context, board: _Board, tasks: list[Task], out: BoardOutcome
             if failure is not None:
                 _record_failure(ctx, board, pair, "wrong_answer", failure, attempt, round_no, out, t0, result)
                 break
+            fell_back = _coverage_short(pair, result)
+            if fell_back is not None:
+                _record_failure(ctx, board, pair, "bad_input", fell_back, attempt, round_no, out, t0, result)
+                break
             rid = ctx.store.add_result(ctx.run_id, result, model=model.name, device=dev.name, attempt=attempt)
             out.measured += 1
             board.emit(
@@ -471,6 +475,22 @@ def _measure(ctx: Context, session: DeviceSession, pair: Pair, board: _Board) ->
         test_data=ctx.test_data.get(pair.model.name),
         on_event=on_event,
     )
+
+
+def _coverage_short(pair: Pair, result: Result) -> str | None:
+    """``min_delegate_coverage`` not met: ops fell back to the CPU (the model or the setting must
+    change, so it is bad input and not retried)."""
+    from edgeq.placement import Coverage
+
+    want = pair.spec.min_delegate_coverage
+    placement = result.execution.placement
+    if want is None or placement is None:
+        return None
+    cov = Coverage.from_dict(placement.model_dump())
+    if cov.meets(want):
+        return None
+    fell = ", ".join(f"{o.op} (op {o.index})" for o in cov.fallen_back()[:8])
+    return f"{cov.summary()}; min_delegate_coverage {want} not met, on the CPU: {fell}"
 
 
 def _wrong_answer(pair: Pair, result: Result) -> str | None:

@@ -220,7 +220,7 @@ class FarmSession:
 
     def measure(self, name: str, model: str | Path, *, test_data: Any, settings: dict[str, Any]) -> Any:
         from edgeq.farm.plan import Model, Pair
-        from edgeq.farm.pool import _measure, _wrong_answer, classify, load_test_data
+        from edgeq.farm.pool import _coverage_short, _measure, _wrong_answer, classify, load_test_data
         from edgeq.farm.store import Failure
 
         device = self.plan.device(name)
@@ -252,14 +252,15 @@ class FarmSession:
                 Failure(kind, line, model=m.name, device=name, delegate=spec.delegate, model_sha256=m.sha256)
             )
             raise
-        wrong = _wrong_answer(pair, result)
-        if wrong is not None:
-            self._fail(
-                Failure(
-                    "wrong_answer", wrong, model=m.name, device=name, model_sha256=m.sha256, result=result
+        for kind, why in (
+            ("wrong_answer", _wrong_answer(pair, result)),
+            ("bad_input", _coverage_short(pair, result)),
+        ):
+            if why is not None:
+                self._fail(
+                    Failure(kind, why, model=m.name, device=name, model_sha256=m.sha256, result=result)
                 )
-            )
-            raise EdgeqError(f"{m.name} on {name}: {wrong}", "")
+                raise EdgeqError(f"{m.name} on {name}: {why}", "")
         assert self.run_id is not None
         self.store.add_result(self.run_id, result, model=m.name, device=name)
         self.measured += 1

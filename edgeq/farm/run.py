@@ -71,6 +71,7 @@ class RunOutcome:
         return {
             "schema": SUMMARY_SCHEMA,
             "event": "summary",
+            "run_id": self.run.id,
             "run": self.run.to_dict(),
             "resumed": self.resumed,
             "farm": self.plan.name,
