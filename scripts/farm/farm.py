@@ -215,6 +215,13 @@ def ensure_host_tools() -> None:
         "unshare": "util-linux",
     }
     missing = sorted({pkg for tool, pkg in need.items() if not shutil.which(tool)})
+    # The x86 board venv is made by Debian's Python, whose venv needs ensurepip (python3-venv).
+    venv_ok = (
+        subprocess.run(["/usr/bin/python3", "-c", "import ensurepip, venv"], capture_output=True).returncode
+        == 0
+    )
+    if not venv_ok:
+        missing.append("python3-venv")
     if not missing:
         return
     say(f"installing {' '.join(missing)}")
