@@ -340,3 +340,17 @@ def test_some_files_together_and_others_alone_in_one_call(
         f"{wd}/models/{joint}/{bin_.name}",
     ]
     assert [d.sha256 for d in got] == [sha(files[1]), sha(xml), sha(bin_)]
+
+
+def test_names_sha256sum_would_escape_are_checked_right(trusted: SshServer, tmp_path: Path) -> None:
+    """GNU sha256sum marks a line whose file name has a backslash; the shell check reads it right."""
+    wd = tmp_path / "device"
+    f = tmp_path / "a\\b c.tflite"
+    f.write_bytes(os.urandom(1000))
+    with make(trusted, wd) as t:
+        first = deploy_files(t, DEVICE_PYTHON, str(wd), [(f, "models")])
+        t.started.clear()
+        again = deploy_files(t, DEVICE_PYTHON, str(wd), [(f, "models")])
+        assert t.started[0][0] == "/bin/sh" and len(t.started) == 1
+    assert first[0].bytes_sent == 1000 and again[0].bytes_sent == 0
+    assert Path(first[0].remote_path).read_bytes() == f.read_bytes()

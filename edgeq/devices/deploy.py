@@ -76,27 +76,42 @@ for path in paths:
         print("missing %d dev%d" % (st.f_bavail * st.f_frsize, os.stat(directory).st_dev))
 """
 
-# The same check without starting Python, for "check" mode: argv is "check" then the paths. Prints
-# "have SHA256" or "missing" per path, then, with one mkdir and one df for all the missing ones, a
-# line "free FREE FS:MOUNT" for each of them in order. Prints "nosha" alone when the device has no
-# sha256sum (CHECK_PROGRAM runs instead).
+# The same check without starting Python, for "check" mode: argv is "check" then the paths. Looks
+# once at which paths are files and prints "flags F" (F: one letter per path, h for a file, m for a
+# missing one); then one sha256sum for all the files (its lines in order) and one mkdir and one df
+# for the directories of all the missing ones ("free FREE FS:MOUNT" each, in order). Prints "nosha"
+# alone when the device has no sha256sum (CHECK_PROGRAM runs instead).
 CHECK_SCRIPT = """\
 command -v sha256sum >/dev/null 2>&1 || { echo nosha; exit 0; }
 shift
-n=$#
+flags=
 for p in "$@"; do
-    if [ -f "$p" ]; then
-        h=$(sha256sum < "$p") || exit 1
-        echo "have ${h%% *}"
-    else
-        echo missing
-        set -- "$@" "${p%/*}"
-    fi
+    if [ -f "$p" ]; then flags="${flags}h"; else flags="${flags}m"; fi
 done
-shift $n
-[ $# -eq 0 ] && exit 0
-mkdir -p -- "$@" || exit 1
-df -Pk -- "$@" 2>/dev/null | awk 'NR > 1 { printf "free %.0f %s:%s\\n", $4 * 1024, $1, $6 }'
+echo "flags $flags"
+case $flags in *h*)
+    (
+        n=$# f=$flags
+        for p in "$@"; do
+            case $f in h*) set -- "$@" "$p" ;; esac
+            f=${f#?}
+        done
+        shift $n
+        exec sha256sum -- "$@"
+    ) || exit 1
+esac
+case $flags in *m*)
+    (
+        n=$# f=$flags
+        for p in "$@"; do
+            case $f in m*) set -- "$@" "${p%/*}" ;; esac
+            f=${f#?}
+        done
+        shift $n
+        mkdir -p -- "$@" || exit 1
+        df -Pk -- "$@" 2>/dev/null | awk 'NR > 1 { printf "free %.0f %s:%s\\n", $4 * 1024, $1, $6 }'
+    ) || exit 1
+esac
 exit 0
 """
 _SHELL_HASH_MAX_BYTES = 16 << 20  # above this Python's hashlib (OpenSSL) beats its start-up cost
@@ -171,35 +186,44 @@ def _run_check(
     out = [line.strip() for line in res.stdout.splitlines() if line.strip()]
     if res.exit_code == 0 and out[-1:] == ["nosha"]:
         return None
-    # A chatty login shell may print lines first: the answers start at the last run of
-    # have/missing lines long enough for the group.
-    start = next(
-        (
-            i
-            for i in range(len(out) - len(group), -1, -1)
-            if all(_is_answer(x) for x in out[i : i + len(group)])
-        ),
-        None,
-    )
-    if res.exit_code != 0 or start is None:
+    found = _script_answers(transport, out, len(group)) if res.exit_code == 0 else None
+    if found is None and res.exit_code == 0:
+        found = _program_answers(transport, out, len(group))
+    if found is None:
         tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
         raise DeviceError(
             f"cannot check {group[0]} on device {transport.name!r}: {tail}",
             f"check that {python!r} runs on the device and that its workdir is writable",
         )
-    answers = out[start : start + len(group)]
-    free = [line.split(" ", 2)[1:] for line in out[start + len(group) :] if line.startswith("free ")]
-    found = []
-    for answer in answers:
-        if answer == "missing":  # the shell script's form: its free space follows, in order
-            amount, fs = free.pop(0) if free else ("?", "?")
-            answer = f"missing {amount} {fs}"
-        found.append(_parse_answer(transport, answer))
     return found
 
 
-def _is_answer(line: str) -> bool:
-    return line.startswith(("have ", "missing"))
+def _script_answers(transport: Transport, out: list[str], n: int) -> list[RemoteFile] | None:
+    """CHECK_SCRIPT's answer: ``flags``, the sha256sum lines, the free lines (None: not that form)."""
+    starts = [i for i, line in enumerate(out) if line.startswith("flags ")]
+    if not starts:
+        return None
+    rest = out[starts[-1] :]  # a chatty login shell may print lines first
+    flags = rest[0].split(" ", 1)[1]
+    hashes = [line.lstrip("\\")[:64] for line in rest[1:] if not line.startswith("free ")]
+    free = [line.split(" ", 2)[1:] for line in rest[1:] if line.startswith("free ")]
+    if len(flags) != n or set(flags) - set("hm") or len(hashes) != flags.count("h"):
+        return None
+    found = []
+    for flag in flags:
+        if flag == "h":
+            found.append(_parse_answer(transport, f"have {hashes.pop(0)}"))
+        else:
+            amount, fs = free.pop(0) if free else ("?", "?")
+            found.append(_parse_answer(transport, f"missing {amount} {fs}"))
+    return found
+
+
+def _program_answers(transport: Transport, out: list[str], n: int) -> list[RemoteFile] | None:
+    """CHECK_PROGRAM's answer: one line per path, the last ``n`` lines (None: too few)."""
+    if len(out) < n:
+        return None
+    return [_parse_answer(transport, answer) for answer in out[-n:]]
 
 
 def _parse_answer(transport: Transport, answer: str) -> RemoteFile:
