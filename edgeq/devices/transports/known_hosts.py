@@ -164,10 +164,27 @@ class KnownHosts:
     def __init__(self, user_file: Path | None = None, edgeq_file: Path | None = None) -> None:
         self.user_file = user_file if user_file is not None else Path.home() / ".ssh" / "known_hosts"
         self.edgeq_file = edgeq_file if edgeq_file is not None else edgeq_home() / "known_hosts"
+        # (file, name) -> (the file's (mtime_ns, size, inode) when read, its keys for name): a connection
+        # asks twice (key types to offer, then the key presented), and a long hashed file costs an
+        # HMAC per line and name. A file that changed is read again.
+        self._read: dict[tuple[Path, str], tuple[tuple[int, int, int] | None, list[KnownKey]]] = {}
 
     def lookup(self, host: str, port: int) -> list[KnownKey]:
         name = host_id(host, port)
-        return read_known_hosts(self.edgeq_file, name) + read_known_hosts(self.user_file, name)
+        return self._keys(self.edgeq_file, name) + self._keys(self.user_file, name)
+
+    def _keys(self, path: Path, name: str) -> list[KnownKey]:
+        try:
+            st = path.stat()
+            stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            stamp = None
+        cached = self._read.get((path, name))
+        if cached is not None and cached[0] == stamp and stamp is not None:
+            return list(cached[1])
+        keys = read_known_hosts(path, name)
+        self._read[(path, name)] = (stamp, keys)
+        return list(keys)
 
     def preferred_algorithms(self, host: str, port: int, offered: Sequence[str]) -> list[str]:
         """``offered`` host-key algorithms reordered so a type already known for the host comes first.
