@@ -81,7 +81,7 @@ def lab(sshd: SshServer, ssh_env: Path, tmp_path: Path) -> Iterator[Lab]:
         (root / "exporter.yaml").write_text(
             f"board:\n  NetworkService:\n    address: 127.0.0.1\n    username: {sshd.user}\n    port: {sshd.port}\n"
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded 2-core machine starts Python slowly
         exporter = _start(
             [str(BIN / "labgrid-exporter"), "-c", coordinator, "-n", "exp", "--hostname", "127.0.0.1",
              str(root / "exporter.yaml")],
