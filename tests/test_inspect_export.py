@@ -1,4 +1,5 @@
-"""inspect / export / distill / qat commands, and their bad inputs."""
+"""inspect / export / distill / qat commands, and their bad inputs (the per-layer quantization error of
+inspect --debug-quant is in test_debug_quant.py)."""
 
 from __future__ import annotations
 
@@ -50,16 +51,6 @@ def test_inspect_bad_models(tmp_path: Path, pipeline_dir: Path) -> None:
     assert_clean_error(edgeq("profile", cut), EXIT_BAD_INPUT, "cut.tflite")
 
 
-def test_debug_quant_reports_per_layer_error(pipeline_dir: Path) -> None:
-    run = edgeq("inspect", pipeline_dir / "model.tflite", "--debug-quant", "--json")
-    assert run.code == 0, run.stderr
-    rows = json.loads(run.stdout)["quant_debug"]
-    assert len(rows) >= 4
-    assert all(r["mean_squared_error"] >= 0 for r in rows)
-    # Quantization error is of the order of the quantization step, not wildly off.
-    assert all(0.0 <= r["rmse_per_scale"] < 5.0 for r in rows if "rmse_per_scale" in r)
-
-
 def test_export_qat_and_float_models(tmp_path: Path, pipeline_dir: Path) -> None:
     out = tmp_path / "q.tflite"
     run = edgeq("export", pipeline_dir / "student_qat.h5", "--out", out, "--json")
@@ -109,7 +100,7 @@ def test_distill_from_a_user_teacher_and_shape_mismatch(tmp_path: Path, pipeline
         "--out",
         tmp_path / "x.keras",
     )
-    assert_clean_error(run, EXIT_BAD_INPUT, "takes inputs of shape (8, 8, 1)")
+    assert_clean_error(run, EXIT_BAD_INPUT, "takes 8x8x1 images", "gives 16x16x3")
     assert not (tmp_path / "x.keras").exists()
 
 
@@ -143,3 +134,78 @@ def test_accuracy_gate() -> None:
     assert accuracy_gate(0.99, 0.979, 1.0)["passed"] is False  # 1.1 points
     assert accuracy_gate(0.98, 0.97, 1.0)["passed"] is True  # exactly 1 point is allowed
     assert accuracy_gate(0.95, 0.96, 0.0)["passed"] is True  # int8 better than float
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 13 item 14: a model exported with data that is not its own says so
+
+
+def _student(shape: tuple[int, int, int], classes: int, dest: Path, qat: bool = False) -> Path:
+    """The built-in student for ``shape`` (untrained: these tests are about shapes and labels), saved
+    as a float .keras or, with ``qat``, wrapped by tfmot and saved as edgeq qat saves it (.h5)."""
+    from edgeq import tfenv
+    from edgeq.models import build_model, save_model
+
+    model = build_model("student", shape, classes)
+    if qat:
+        model = tfenv.tfmot().quantization.keras.quantize_model(model)
+    save_model(model, dest)
+    return dest
+
+
+def test_export_without_data_names_the_shape_the_model_takes(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from edgeq import api
+
+    for cls in ("cat", "dog", "eel"):
+        (tmp_path / "pets" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (30 + i, 28), (40 * i, 80, 200)).save(tmp_path / "pets" / cls / f"{i}.png")
+    out = tmp_path / "m.tflite"
+    qat = _student((24, 24, 3), 3, tmp_path / "qat.h5", qat=True)
+    run = edgeq("export", qat, "--out", out)  # a QAT model used to reach the converter
+    assert_clean_error(run, EXIT_BAD_INPUT, "qat.h5 takes 24x24x3 images", "'digits' gives 8x8x1")
+    assert "--data" in run.stderr and "--image-size 24x24" in run.stderr
+    assert "int8 builtins" not in run.stderr
+
+    with pytest.raises(UserInputError) as e:
+        api.export(_student((24, 24, 3), 3, tmp_path / "float.keras"), out)
+    assert "float.keras takes 24x24x3 images, but the dataset 'digits' gives 8x8x1" in e.value.message
+    assert "--image-size 24x24" in e.value.hint
+    assert not out.exists()
+
+    api.export(qat, out, data=api.DataOptions(str(tmp_path / "pets"), image_size=(24, 24)))
+    assert json.loads((tmp_path / "m.edgeq.json").read_text())["labels"] == ["cat", "dog", "eel"]
+
+
+def test_npz_labels_reach_the_sidecar(tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    from edgeq import api
+    from edgeq.data import load_dataset
+    from edgeq.models import build_model, save_model
+
+    d = load_digits()
+    keep = d.target < 3
+    x = (d.images[keep] * 16).clip(0, 255).astype(np.uint8)
+    np.savez(tmp_path / "pets.npz", x=x, y=d.target[keep] + 5, labels=np.array(["cat", "dog", "eel"]))
+    qat = _student((8, 8, 1), 3, tmp_path / "pets_qat.h5", qat=True)
+    out = tmp_path / "m.tflite"
+    # Without --data the digits used to give it the labels 0..9.
+    run = edgeq("export", qat, "--out", out)
+    assert_clean_error(run, EXIT_BAD_INPUT, "pets_qat.h5 has 3 outputs", "'digits' has 10 classes")
+    api.export(qat, out, data=api.DataOptions(str(tmp_path / "pets.npz")))
+    assert json.loads((tmp_path / "m.edgeq.json").read_text())["labels"] == ["cat", "dog", "eel"]
+
+    # Ten named classes of digits' shape: only the record saved with the model can tell them apart.
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+    np.savez(
+        tmp_path / "named.npz", x=(d.images * 16).clip(0, 255).astype(np.uint8), y=d.target, labels=names
+    )
+    ds = load_dataset(tmp_path / "named.npz")
+    save_model(build_model("student", ds.input_shape, ds.num_classes), tmp_path / "named.keras", dataset=ds)
+    with pytest.raises(UserInputError) as e:
+        api.export(tmp_path / "named.keras", out)
+    assert "named.keras was trained on" in e.value.message and "labels zero, one" in e.value.message
+    assert e.value.hint == f"pass --data {tmp_path / 'named.npz'}"

@@ -174,7 +174,8 @@ def resolve_source(model_path: Path, side: Mapping[str, Any] | None) -> Path | N
         if recipe.get(key):
             p = Path(recipe[key])
             candidates += [p] if p.is_absolute() else [here / p, here / p.name, p.resolve()]
-    return next((c for c in candidates if c.is_file()), candidates[0] if candidates else None)
+    found = next((c for c in candidates if c.is_file()), candidates[0] if candidates else None)
+    return Path(os.path.normpath(found)) if found is not None else None
 
 
 def related_models(model_path: Path, side: Mapping[str, Any] | None) -> dict[str, Path]:
