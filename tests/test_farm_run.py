@@ -336,6 +336,7 @@ def test_two_runs_on_one_board_never_measure_at_once(
         d.mkdir()
         farms.append(farm_toml(d / "FARM.toml", [{"path": tiny_model}, {"path": tiny2}], [{"profile": prof, "name": "shared"}],
                                extra="[measure]\nruns = 300\nwarmup = 2\nmin_seconds = 0.5\n"))  # fmt: skip
+    first_lines: list[str] = []
     for i in range(2):
         env = {} if shared_home else {"EDGEQ_HOME": str(tmp_path / f"home{i}")}
         if not shared_home:
@@ -343,7 +344,14 @@ def test_two_runs_on_one_board_never_measure_at_once(
             pin_dir.mkdir()
             (pin_dir / "known_hosts").write_text((ssh_env / ".cache" / "edgeq" / "known_hosts").read_text())
         procs.append(_spawn(farms[i], tmp_path / f"r{i}.db", env))
+        if i == 0:  # the second starts once the first is measuring on the board
+            assert procs[0].stdout is not None
+            for line in procs[0].stdout:
+                first_lines.append(line)
+                if json.loads(line)["event"] == "measure":
+                    break
     outs = [p.communicate(timeout=300) for p in procs]
+    outs[0] = ("".join(first_lines) + outs[0][0], outs[0][1])
     for p, (_, e) in zip(procs, outs, strict=True):
         assert p.returncode == 0, e
     ev = [json_lines(o) for o, _ in outs]
@@ -560,3 +568,19 @@ def test_the_ci_job_in_docs_ci_md_runs_and_publishes_junit_and_html(tmp_path: Pa
     summary = json.loads((tmp_path / "farm-run.json").read_text().splitlines()[-1])
     with open_store(str(db)) as store:
         assert store.baseline("main") == summary["run_id"] == 2  # the baseline moved to this run
+
+
+def test_one_board_listed_twice_is_measured_one_device_at_a_time(tmp_path: Path, tiny_model: Path) -> None:
+    """The local device twice (two delegates): one host lock for both, never measuring at once."""
+    farm = farm_toml(tmp_path / "FARM.toml", [{"path": tiny_model}],
+                     [{"profile": "local"}, {"profile": "local", "name": "local-none", "delegate": "none"}],
+                     rounds=2, extra="[measure]\nruns = 200\nwarmup = 2\nmin_seconds = 0.3\n")  # fmt: skip
+    events: list[dict[str, Any]] = []
+    outcome = api.farm_run(farm, db=str(tmp_path / "r.db"), on_event=events.append)
+    assert outcome.exit_code == 0, outcome.to_dict()
+    assert {n: b.measured for n, b in outcome.boards.items()} == {"local": 2, "local-none": 2}
+    a, b = intervals(events, "local"), intervals(events, "local-none")
+    assert len(a) == len(b) == 2 and not overlaps(a, b)
+    with open_store(str(tmp_path / "r.db")) as store:
+        delegates = {(r.device, r.delegate) for r in store.results(outcome.run.id)}
+    assert delegates == {("local", "xnnpack"), ("local-none", "none")}

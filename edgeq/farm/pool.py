@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import posixpath
 import queue
 import threading
 import time
@@ -38,7 +39,7 @@ from edgeq.devices.connect import DeviceSession, device_python
 from edgeq.devices.profile import DeviceProfile
 from edgeq.devices.transports import Transport, open_transport
 from edgeq.errors import DeviceError, EdgeqError, UserInputError
-from edgeq.farm.locks import BoardBusy, BoardLock, HostLock, board_key, describe, wait_for
+from edgeq.farm.locks import LOCK_NAME, BoardBusy, BoardLock, HostLock, board_key, describe, wait_for
 from edgeq.farm.plan import Device, Pair, Plan
 from edgeq.farm.store import Failure, Store
 from edgeq.result import Result
@@ -80,6 +81,19 @@ class BoardOutcome:
 
 
 @dataclass
+class SharedBoard:
+    """One board as the run's workers share it when FARM.toml lists it more than once (say the
+    local device with two delegates): one host lock, one board lock per workdir, and one device
+    measured at a time."""
+
+    mutex: threading.Lock = field(default_factory=threading.Lock)  # held while a worker measures
+    setup: threading.Lock = field(default_factory=threading.Lock)
+    host: HostLock | None = None
+    users: int = 0
+    board_locks: dict[str, BoardLock] = field(default_factory=dict)  # lock path -> held by this run
+
+
+@dataclass
 class Context:
     """What every worker of one run shares (all of it thread-safe)."""
 
@@ -92,7 +106,12 @@ class Context:
     labgrid: Any = None  # edgeq.farm.labgrid.Places when a device names a place
     test_data: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     _transports: dict[str, Transport] = field(default_factory=dict)
+    _boards: dict[str, SharedBoard] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def shared(self, key: str) -> SharedBoard:
+        with self._lock:
+            return self._boards.setdefault(key, SharedBoard())
 
     def register(self, device: str, transport: Transport | None) -> None:
         with self._lock:
@@ -163,8 +182,11 @@ def load_test_data(plan: Plan) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 class _Board:
     """One board's connection and locks, re-established when the connection drops."""
 
-    def __init__(self, ctx: Context, device: Device, profile: DeviceProfile, outcome: BoardOutcome) -> None:
+    def __init__(
+        self, ctx: Context, device: Device, profile: DeviceProfile, outcome: BoardOutcome, shared: SharedBoard
+    ) -> None:
         self.ctx = ctx
+        self.shared = shared
         self.device = device
         self.profile = profile
         self.outcome = outcome
@@ -215,6 +237,10 @@ class _Board:
         if self.board_lock is not None:  # its keeper went with the old connection
             self.board_lock.release()
             self.board_lock = None
+        path = posixpath.join(s.workdir, LOCK_NAME)
+        other = self.shared.board_locks.get(path)
+        if other is not None and other.alive:
+            return  # another device of this run on this board holds it (they take turns)
         info = {**self.ctx_info(), "device": self.device.name}
         lock = BoardLock(s.transport, s.python, s.workdir, info)
         remaining = max(0.0, self.lock_deadline - time.monotonic())
@@ -227,6 +253,7 @@ class _Board:
             lambda h: self.emit("board", state="waiting", message=f"waiting for {describe(h)}"),
         )
         self.board_lock = lock
+        self.shared.board_locks[path] = lock
         if lock.took_over:
             self.outcome.took_over = lock.took_over
             self.emit(
@@ -242,6 +269,9 @@ class _Board:
 
     def close(self) -> None:
         if self.board_lock is not None:
+            for path, held in list(self.shared.board_locks.items()):
+                if held is self.board_lock:
+                    del self.shared.board_locks[path]
             self.board_lock.release()
             self.board_lock = None
         if self.session is not None:
@@ -300,7 +330,8 @@ class BoardWorker(threading.Thread):
                 self.board = self.setup()
                 if self.board is None:
                     return
-            gone = _run_tasks(self.ctx, self.board, tasks, out)
+            with self.board.shared.mutex:  # one device of a board at a time
+                gone = _run_tasks(self.ctx, self.board, tasks, out)
             out.last_s = time.time()
             if self.ctx.stop.is_set():
                 out.state = "interrupted"
@@ -310,6 +341,9 @@ class BoardWorker(threading.Thread):
                 self.emit("board", state="failed", message=gone, measured=out.measured, failures=out.failures)
                 return
         except BoardBusy as exc:
+            if self.ctx.stop.is_set():  # it stopped waiting because the run was interrupted
+                out.state = "interrupted"
+                return
             out.state, out.message = "busy", exc.message
             self.emit("board", state="busy", message=exc.message)
             return
@@ -344,18 +378,31 @@ class BoardWorker(threading.Thread):
                 self.emit("board", state="skipped", message=out.message)
                 return None
             profile = placed
-        host = HostLock(board_key(profile), _info(ctx, device))
-        self.emit("board", state="locking", message="taking the host lock")
-        wait_for(
-            host.try_acquire,
-            ctx.plan.timeouts.lock_wait_s,
-            f"board {device.name} ({profile.address})",
-            ctx.stop.is_set,
-            lambda h: self.emit("board", state="waiting", message=f"waiting for {describe(h)}"),
-        )
-        stack.callback(host.release)
+        shared = ctx.shared(board_key(profile))
+        with shared.setup:  # the first of this run's workers on this board takes its host lock
+            if shared.host is None:
+                host = HostLock(board_key(profile), _info(ctx, device))
+                self.emit("board", state="locking", message="taking the host lock")
+                wait_for(
+                    host.try_acquire,
+                    ctx.plan.timeouts.lock_wait_s,
+                    f"board {device.name} ({profile.address})",
+                    ctx.stop.is_set,
+                    lambda h: self.emit("board", state="waiting", message=f"waiting for {describe(h)}"),
+                )
+                shared.host = host
+            shared.users += 1
+
+        def release_host() -> None:
+            with shared.setup:
+                shared.users -= 1
+                if shared.users == 0 and shared.host is not None:
+                    shared.host.release()
+                    shared.host = None
+
+        stack.callback(release_host)
         out.first_s = time.time()
-        board = _Board(ctx, device, profile, out)
+        board = _Board(ctx, device, profile, out, shared)
         stack.callback(board.close)
         return board
 
