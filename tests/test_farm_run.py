@@ -549,8 +549,10 @@ def test_the_ci_job_in_docs_ci_md_runs_and_publishes_junit_and_html(tmp_path: Pa
     script = _gitlab_script()
     assert script[0] == "pip install edgeq" and any("farm compare" in s for s in script)
     (tmp_path / "farm").mkdir()
+    # Same model both times; the job must pass. The threshold is wide on purpose: a 2 µs model on this
+    # shared 2-core machine moves by far more than a quiet board's 2 % from process to process.
     farm = farm_toml(tmp_path / "farm" / "FARM.toml", [{"path": tiny_model, "name": "net"}], [{"profile": "local"}],
-                     extra="[measure]\nruns = 200\nwarmup = 5\n")  # fmt: skip
+                     rounds=3, extra="[measure]\nruns = 200\nwarmup = 5\n[thresholds]\nlatency_min_effect_pct = 200\n")  # fmt: skip
     db = tmp_path / "store.db"
     first = edgeq("farm", "run", farm, "--db", db)  # the main branch's first run, made the baseline
     assert first.code == 0 and edgeq("farm", "baseline", "set", "latest", "--db", db).code == 0
