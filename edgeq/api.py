@@ -12,19 +12,39 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeq import tflite
-from edgeq.data import DataOptions
-from edgeq.devices.connect import DeviceTarget, open_device
 from edgeq.errors import GateFailed, UserInputError
 from edgeq.events import EventCallback, epoch_reporter, noop
-from edgeq.export import convert
-from edgeq.export.sidecar import build_sidecar, read_sidecar, sidecar_path
 from edgeq.files import atomic_write, check_writable_dir, check_writable_file, sha256_file, write_json
-from edgeq.pipeline import PipelineOptions, run_pipeline
-from edgeq.result import Report, Result
-from edgeq.spec import MeasureSpec
+
+# Heavy modules (TensorFlow, NumPy, pydantic) load where a command needs them, so that a quick command
+# (deploy, devices, farm runs) starts fast; the records below are re-exported on first use.
+if TYPE_CHECKING:
+    from edgeq.data import DataOptions
+    from edgeq.devices.connect import DeviceTarget
+    from edgeq.pipeline import PipelineOptions
+    from edgeq.result import Report, Result
+    from edgeq.spec import MeasureSpec
+
+_LAZY = {
+    "DataOptions": "edgeq.data",
+    "DeviceTarget": "edgeq.devices.connect",
+    "PipelineOptions": "edgeq.pipeline",
+    "Report": "edgeq.result",
+    "Result": "edgeq.result",
+    "MeasureSpec": "edgeq.spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edgeq.api' has no attribute {name!r}")
+
 
 __all__ = [
     "DataOptions",
@@ -81,6 +101,7 @@ def train(
     on_event: EventCallback = noop,
 ) -> dict[str, Any]:
     """Train a built-in float model (``teacher`` by default) and save it to ``out`` (.keras)."""
+    from edgeq.data import DataOptions
     from edgeq.models import build_model, check_training_fits, count_params, save_model
     from edgeq.train.core import FitConfig, accuracy, train_float
 
@@ -112,6 +133,7 @@ def distill(
     on_event: EventCallback = noop,
 ) -> dict[str, Any]:
     """Distill ``teacher`` into the built-in student and save it to ``out`` (.keras)."""
+    from edgeq.data import DataOptions
     from edgeq.models import build_model, check_training_fits, count_params, load_user_model, save_model
     from edgeq.train.core import FitConfig, accuracy
     from edgeq.train.core import distill as _distill
@@ -157,6 +179,7 @@ def qat(
 
     With ``teacher``, fine-tuning keeps distilling from it.
     """
+    from edgeq.data import DataOptions
     from edgeq.models import load_user_model, save_model
     from edgeq.train.core import FitConfig, accuracy, quantize_aware
 
@@ -193,6 +216,9 @@ def export(
     A QAT model (from ``qat``) keeps its trained ranges; a float model is post-training quantized,
     calibrated on training data. The result must be int8 end to end or nothing is written.
     """
+    from edgeq.data import DataOptions
+    from edgeq.export import convert
+    from edgeq.export.sidecar import build_sidecar, sidecar_path
     from edgeq.export.tflite_model import describe, interpreter_accuracy
     from edgeq.models import load_any
     from edgeq.train.core import accuracy
@@ -295,6 +321,8 @@ def pipeline(out: Path, opts: PipelineOptions | None = None, on_event: EventCall
     Raises :class:`GateFailed` (after writing the full report) when the QAT int8 accuracy is more than
     ``max_accuracy_drop`` points below the float student.
     """
+    from edgeq.pipeline import PipelineOptions, run_pipeline
+
     return run_pipeline(out, opts or PipelineOptions(), on_event)
 
 
@@ -307,6 +335,9 @@ def measure_spec(
 ) -> MeasureSpec:
     """The measurement ``profile`` would run: a MeasureSpec as given, or ``measure`` settings on top of
     the device profile's defaults (see :meth:`~edgeq.devices.profile.DeviceProfile.measure_spec`)."""
+    from edgeq.devices.connect import DeviceTarget
+    from edgeq.spec import MeasureSpec
+
     if isinstance(measure, MeasureSpec):
         return measure
     return (target or DeviceTarget()).resolve().measure_spec(measure)
@@ -332,7 +363,9 @@ def profile(
     >>> api.profile(Path("model.tflite"), DeviceTarget("rpi4", host="pi@10.0.0.7")).latency_us.p50
     """
     from edgeq import remote
+    from edgeq.devices.connect import DeviceTarget, open_device
     from edgeq.pipeline import coverage_gate
+    from edgeq.spec import MeasureSpec
 
     t = target or DeviceTarget()
     remote.check_model(Path(model))  # a bad model fails before any connection
@@ -368,6 +401,7 @@ def deploy(
     naming output k (``result["labels"]``).
     """
     from edgeq import remote
+    from edgeq.devices.connect import DeviceTarget, open_device
     from edgeq.export.sidecar import write_labels_file
 
     t = target or DeviceTarget()
@@ -383,11 +417,11 @@ def deploy(
         library = remote.custom_ops_library(dev, Path(model))
         if library is not None:
             files.append((library, "lib"))
-        model_parts = remote.model_files(Path(model))
-        done = remote.deploy(dev, files) + remote.deploy(
-            dev, [(p, "models") for p in model_parts], together=len(model_parts) > 1
-        )
-        for (path, kind), d in zip([*files, *((p, "models") for p in model_parts)], done, strict=True):
+        # The model's files (an IR's .xml and .bin) and its labels land side by side, in one call.
+        model_parts = remote.model_files(Path(model)) + ([labels] if labels is not None else [])
+        files = [f for f in files if f[0] != labels] + [(p, "models") for p in model_parts]
+        done = remote.deploy(dev, files, together=set(model_parts) if len(model_parts) > 1 else False)
+        for (path, kind), d in zip(files, done, strict=True):
             on_event({"stage": "deploy", "message": f"{path.name}: {d.bytes_sent} bytes sent"})
             key = (
                 "labels" if path == labels else kind if kind != "models" or path == Path(model) else "weights"
@@ -406,10 +440,14 @@ def deploy(
 
 
 def load_report(path: Path) -> Report:
+    from edgeq.result import Report
+
     return Report.load(path)
 
 
 def read_model_sidecar(model: Path) -> dict[str, Any] | None:
+    from edgeq.export.sidecar import read_sidecar
+
     return read_sidecar(model)
 
 

@@ -15,9 +15,7 @@ import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from edgeq.devices.connect import DeviceSession
 from edgeq.devices.deploy import Deployed, deploy_file, deploy_files, remove_remote
@@ -25,11 +23,15 @@ from edgeq.devices.transports import Transport
 from edgeq.errors import DeviceError, EdgeqError, UserInputError
 from edgeq.files import atomic_path, atomic_write, sha256_bytes
 from edgeq.home import edgeq_home
-from edgeq.result import Hashes, Result
 from edgeq.runner import PREFLIGHT_SCHEMA, PROBE_SCHEMA, RESULT_SCHEMA
 from edgeq.runner_zip import build_runner_pyz, zip_entry
 from edgeq.spec import MeasureSpec
 from edgeq.tflite import check_file
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgeq.result import Result
 
 _ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
 _ARCH_PROGRAM = "import platform; print(platform.machine())"
@@ -46,6 +48,8 @@ def local_workdir() -> Path:
 
 
 def check_test_data(test_data: Any) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
     try:
         x, y = test_data
     except (TypeError, ValueError):
@@ -70,6 +74,8 @@ def write_test_data(x: np.ndarray, y: np.ndarray, dest: Path) -> None:
     np.savez stamps each entry with the current time; fixed stamps let the content-addressed deploy
     skip data the device already has.
     """
+    import numpy as np
+
     with atomic_path(dest) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
         for key, array in (("x", x), ("y", y)):
             with zf.open(zip_entry(f"{key}.npy"), "w", force_zip64=True) as f:
@@ -170,7 +176,7 @@ def deploy(
     files: list[tuple[Path, str]],
     on_event: EventCallback | None = None,
     *,
-    together: bool = False,
+    together: bool | set[Path] = False,
 ) -> list[Deployed]:
     """Deploy ``(path, kind)`` files (runner, models, lib, data) content-addressed, with one check
     program on the device for all of them; a ``deploy`` event per file."""
@@ -219,17 +225,18 @@ def model_files(model: Path) -> list[Path]:
 def model_custom_ops(model: Path) -> list[str]:
     """The EDGEQ_* custom ops ``model`` uses (empty for a plain model), each op checked on the host:
     a damaged custom op is one UserInputError naming it, before anything is deployed."""
-    from edgeq.ops.rewrite import read_ternary_ops
-    from edgeq.runner.modelfile import ModelFileError, edgeq_ops, read_model
+    from edgeq.runner.modelfile import ModelFileError, custom_ops, edgeq_ops
 
     data = Path(model).read_bytes()
     try:
-        ops = edgeq_ops(read_model(data)["custom_ops"])
+        ops = edgeq_ops(custom_ops(data))
     except ModelFileError as exc:
         raise UserInputError(
             f"{Path(model).name} is a damaged TFLite model: {exc}", "export it again"
         ) from None
     if ops:
+        from edgeq.ops.rewrite import read_ternary_ops
+
         read_ternary_ops(data)
     return ops
 
@@ -273,6 +280,8 @@ def measure(
     ``on_event`` sees ``deploy`` events from the host and the runner's ``runtime``, ``progress``
     and ``warning`` events.
     """
+    from edgeq.result import Hashes, Result
+
     model = check_model(Path(model))
     data = check_test_data(test_data) if test_data is not None else None
     if save_outputs is not None and data is None:
@@ -284,15 +293,16 @@ def measure(
             npz = Path(tmp) / "test-data.npz"
             write_test_data(data[0], data[1], npz)
             files.append((npz, "data"))
-        done = deploy(dev, files, on_event)
-    parts = model_files(model)
-    deployed_model = deploy(dev, [(p, "models") for p in parts], on_event, together=len(parts) > 1)[0]
+        parts = model_files(model)
+        files += [(p, "models") for p in parts]
+        done = deploy(dev, files, on_event, together=set(parts) if len(parts) > 1 else False)
+    deployed_model = done[-len(parts)]
     argv = [dev.python, done[0].remote_path, "run", "--model", deployed_model.remote_path]
     if library is not None:
         argv += ["--custom-ops-lib", done[1].remote_path]
     argv += ["--spec", spec.to_json(), "--device-name", dev.profile.name]
     if data is not None:
-        argv += ["--test-data", done[-1].remote_path]
+        argv += ["--test-data", done[-1 - len(parts)].remote_path]
     remote_outputs = None
     if save_outputs is not None:
         remote_outputs = posixpath.join(dev.workdir, "outputs", f"{uuid.uuid4().hex}.npy")

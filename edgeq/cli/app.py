@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from typer.core import TyperOption
 
-from edgeq.data import DataOptions
-from edgeq.devices.connect import DeviceTarget
 from edgeq.errors import UserInputError
+
+if TYPE_CHECKING:
+    from edgeq.data import DataOptions
+    from edgeq.devices.connect import DeviceTarget
 
 app = typer.Typer(
     name="edgeq",
@@ -109,10 +111,14 @@ def delegate_options(items: list[str] | None) -> dict[str, str]:
 
 
 def target(device: str, profiles: list[Path] | None, host: str | None, trust: bool) -> DeviceTarget:
+    from edgeq.devices.connect import DeviceTarget
+
     return DeviceTarget(name=device, profiles=tuple(profiles or ()), host=host, trust_new_host=trust)
 
 
 def data_options(data: str, image_size: str, seed: int) -> DataOptions:
+    from edgeq.data import DataOptions
+
     try:
         h, w = (int(v) for v in image_size.lower().split("x"))
         if h < 1 or w < 1:

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from edgeq.cli.app import HostOpt, JsonOpt, ProfilesOpt, TrustOpt, err, out
-from edgeq.devices import check as device_check
-from edgeq.devices import setup as device_setup
-from edgeq.devices.listing import list_devices
-from edgeq.devices.profile import DeviceProfile, load_profile
 from edgeq.errors import EXIT_DEVICE
+
+if TYPE_CHECKING:
+    from edgeq.devices import check as device_check
+    from edgeq.devices import setup as device_setup
+    from edgeq.devices.profile import DeviceProfile
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -40,6 +41,8 @@ _STYLE = {
 
 
 def _profile(name: str, profiles: list[Path] | None, host: str | None) -> DeviceProfile:
+    from edgeq.devices.profile import load_profile
+
     p = load_profile(name, profiles or [])
     return p.with_target(host) if host else p
 
@@ -51,6 +54,8 @@ def _print_json(data: Any) -> None:
 @app.command("list")
 def list_cmd(profiles: ProfilesOpt = None, as_json: JsonOpt = False) -> None:
     """Device profiles visible by name: user directories first, then the built-ins."""
+    from edgeq.devices.listing import list_devices
+
     rows = list_devices(profiles or [])
     if as_json:
         _print_json([r.to_dict() for r in rows])
@@ -104,6 +109,8 @@ def check_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Connect and report arch, OS, Python, runtime, delegate, sensors, governor, temperatures."""
+    from edgeq.devices import check as device_check
+
     p = _profile(name, profiles, host)
 
     def show(item: device_check.CheckItem) -> None:
@@ -139,6 +146,8 @@ def setup_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Create the work directory and a venv with the profile's runtime pinned (idempotent)."""
+    from edgeq.devices import setup as device_setup
+
     p = _profile(name, profiles, host)
 
     def show(step: device_setup.SetupStep) -> None:

@@ -46,7 +46,7 @@ def device_python(transport: Transport, profile: DeviceProfile, workdir: str) ->
     if transport.is_local:
         return sys.executable if profile.board.python in ("auto", "") else profile.board.python
     vpy = venv_python(workdir)
-    res = transport.run([vpy, "-c", "pass"], timeout=PROBE_TIMEOUT_S)
+    res = transport.run(["test", "-x", vpy], timeout=PROBE_TIMEOUT_S)  # no interpreter start needed
     return vpy if res.exit_code == 0 else profile.board.python
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import struct
 from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
-
 EDGEQ_PREFIX = "EDGEQ_"
 BUILTIN_CUSTOM = 32  # BuiltinOperator.CUSTOM
 
@@ -86,6 +84,8 @@ class _Table:
 
 
 def _tensor(t: _Table, index: int) -> Dict[str, Any]:
+    import numpy as np  # here, not at the top: custom_ops() must not need it (the host's quick commands)
+
     ttype = t.scalar(1, "b")
     shape = [int(d) for d in t.vector(0, "i")]
     sig = [int(d) for d in t.vector(7, "i")] or list(shape)
@@ -109,12 +109,21 @@ def _tensor(t: _Table, index: int) -> Dict[str, Any]:
     }
 
 
+def custom_ops(data: bytes) -> List[Tuple[int, str]]:
+    """``[(op index, custom code), ...]`` of subgraph 0, without reading any tensor."""
+    return _read(data, tensors=False)["custom_ops"]
+
+
 def read_model(data: bytes) -> Dict[str, Any]:
     """``{"custom_ops": [(op index, code), ...], "inputs": [...], "outputs": [...]}`` of subgraph 0.
 
     Inputs and outputs are Interpreter-style details (dtype, shape, quantization) indexed 0, 1, ...
     in subgraph order.
     """
+    return _read(data, tensors=True)
+
+
+def _read(data: bytes, tensors: bool) -> Dict[str, Any]:
     try:
         model = _Table(data, struct.unpack_from("<I", data, 0)[0])
         codes: List[Tuple[int, Optional[str]]] = []
@@ -125,7 +134,7 @@ def read_model(data: bytes) -> Dict[str, Any]:
         if not subgraphs:
             raise ModelFileError("the model has no subgraph")
         sg = subgraphs[0]
-        tensors = sg.tables(0)
+        table = sg.tables(0)
         custom: List[Tuple[int, str]] = []
         for k, op in enumerate(sg.tables(3)):
             idx = int(op.scalar(0, "I"))
@@ -134,8 +143,8 @@ def read_model(data: bytes) -> Dict[str, Any]:
             builtin, name = codes[idx]
             if builtin == BUILTIN_CUSTOM:
                 custom.append((k, name or ""))
-        ins = [_tensor(tensors[int(i)], n) for n, i in enumerate(sg.vector(1, "i"))]
-        outs = [_tensor(tensors[int(i)], n) for n, i in enumerate(sg.vector(2, "i"))]
+        ins = [_tensor(table[int(i)], n) for n, i in enumerate(sg.vector(1, "i"))] if tensors else []
+        outs = [_tensor(table[int(i)], n) for n, i in enumerate(sg.vector(2, "i"))] if tensors else []
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise ModelFileError("damaged flatbuffer: %s" % exc) from None
     return {"custom_ops": custom, "inputs": ins, "outputs": outs}
