@@ -42,7 +42,7 @@ def build_spec(values: Mapping[str, Any], where: str, names: Mapping[str, str] |
 
 
 def _check_sensor_config(spec: MeasureSpec) -> None:
-    from edgeq.runner.power import PowerConfig
+    from edgeq.runner.sensors import PowerConfig
     from edgeq.runner.thermal import ThermalConfig
 
     if spec.power is not None:
