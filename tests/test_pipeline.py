@@ -20,6 +20,7 @@ EXPECTED_FILES = {
     "model.tflite",
     "model.edgeq.json",
     "model_ptq.tflite",
+    "model_ptq.edgeq.json",
     "report.json",
     "report.md",
     "latency.png",
