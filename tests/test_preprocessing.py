@@ -125,6 +125,15 @@ def test_other_data_is_resized_converted_and_matched_by_class_name(
         model_test_data(model, "digits")  # classes 0-9 are not blue/green/red
     assert "classes the model does not know" in e.value.message and "blue" in e.value.message
 
+    # Without a sidecar the model's input shape still decides the preprocessing, and its output size
+    # the classes it can be scored on.
+    bare = tmp_path / "bare" / "model.tflite"
+    bare.parent.mkdir()
+    bare.write_bytes(model.read_bytes())
+    assert model_test_data(bare, other).x.shape == (8, 24, 24, 3)
+    with pytest.raises(UserInputError, match="digits has 10 classes but model.tflite has 3 outputs"):
+        model_test_data(bare, "digits")
+
 
 def test_profile_test_data_is_the_models_test_split(
     digits_model: tuple[Path, Dataset], folder_model: tuple[Path, Path, Dataset], tmp_path: Path

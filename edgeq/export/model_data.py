@@ -40,8 +40,8 @@ class ModelData:
     warnings: tuple[str, ...] = ()
 
 
-def model_input_shape(model: Path) -> tuple[int, int, int]:
-    """(H, W, C) of the model's first input, read from the .tflite."""
+def model_io(model: Path) -> tuple[tuple[int, int, int], int]:
+    """((H, W, C) of the model's first input, the size of its first output), read from the .tflite."""
     from edgeq.export.tflite_model import describe
 
     info = describe(Path(model))
@@ -51,7 +51,8 @@ def model_input_shape(model: Path) -> tuple[int, int, int]:
             f"{Path(model).name} takes inputs of shape {list(shape)}, not images (N, H, W, C)",
             "score it with your own code; edgeq's test data are images",
         )
-    return int(shape[1]), int(shape[2]), int(shape[3])
+    out = info.tensor(info.outputs[0]).shape
+    return (int(shape[1]), int(shape[2]), int(shape[3])), int(out[-1]) if out else 1
 
 
 def model_preprocessing(side: Mapping[str, Any] | None, shape: tuple[int, int, int]) -> Preprocessing:
@@ -90,7 +91,7 @@ def model_test_data(model: Path, data: str | Path | None = None, *, limit: int |
     """
     model = Path(model)
     side = read_sidecar(model)
-    shape = model_input_shape(model)
+    shape, outputs = model_io(model)
     pre = model_preprocessing(side, shape)
     own = (side or {}).get("dataset") or {}
     model_labels = tuple(str(v) for v in (side or {}).get("labels") or ()) or None
@@ -143,6 +144,11 @@ def model_test_data(model: Path, data: str | Path | None = None, *, limit: int |
             "pass test data of the model's image size",
         )
     y, labels = _to_model_labels(y, labels, model_labels, name)
+    if len(y) and int(y.max()) >= outputs:
+        raise UserInputError(
+            f"{name} has {len(labels)} classes but {model.name} has {outputs} outputs",
+            "pass test data with the model's classes",
+        )
     if limit is not None:
         x, y = x[:limit], y[:limit]
     return ModelData(
