@@ -77,6 +77,9 @@ def match_tensors(info: ModelInfo, model: Any) -> tuple[list[Match], list[dict[s
                     skipped.append(_skip(t, produced, "its name names no layer of the Keras model"))
                     continue
                 layer = by_name[max(named, key=order.__getitem__)]
+            if len(getattr(layer, "_inbound_nodes", ())) > 1:
+                skipped.append(_skip(t, produced, f"layer {_canonical(layer)} is applied more than once"))
+                continue
             want = tuple(int(d) for d in layer.output_shape[1:]) if _single(layer) else None
             if want != tuple(t.shape[1:]):
                 skipped.append(
