@@ -135,6 +135,21 @@ def test_other_data_is_resized_converted_and_matched_by_class_name(
         model_test_data(bare, "digits")
 
 
+def test_other_data_in_file_order_and_a_scale_mismatch_warned(
+    digits_model: tuple[Path, Dataset], tmp_path: Path
+) -> None:
+    from edgeq.export.model_data import model_test_data
+
+    model, ds = digits_model
+    np.savez(tmp_path / "test.npz", x=ds.x_test, y=ds.y_test)  # already scaled to [0, 1]
+    md = model_test_data(model, tmp_path / "test.npz")
+    assert md.split == "all" and md.warnings == ()
+    assert np.array_equal(md.x, ds.x_test) and np.array_equal(md.y, ds.y_test)  # every sample, file order
+    np.savez(tmp_path / "raw.npz", x=ds.x_test * 255.0, y=ds.y_test)  # 0-255 floats
+    (warning,) = model_test_data(model, tmp_path / "raw.npz").warnings
+    assert "values up to 255" in warning and "another scale" in warning
+
+
 def test_profile_test_data_is_the_models_test_split(
     digits_model: tuple[Path, Dataset], folder_model: tuple[Path, Path, Dataset], tmp_path: Path
 ) -> None:

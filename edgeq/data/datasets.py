@@ -198,6 +198,8 @@ def read_samples(
         )
         x, pre = fit_arrays(x, target), target
     spec["preprocessing"] = pre.to_dict()
+    # The values the model sees (float arrays from a .npz are used as they are, not always in [0, 1]).
+    spec["value_range"] = [float(x.min()), float(x.max())] if x.size else [0.0, 0.0]
     return Samples(name, labels, x, y, spec, tuple(warnings))
 
 

@@ -131,12 +131,7 @@ def model_test_data(model: Path, data: str | Path | None = None, *, limit: int |
         s = read_samples(data, image_size=pre.image_size, colour_mode=pre.colour_mode, fit=True, copies=1)
         x, y, labels, name, split = s.x, s.y, s.labels, s.name, "all"
         warnings += list(s.warnings)
-        got = Preprocessing.from_dict(s.spec["preprocessing"])  # type: ignore[arg-type]
-        if got.divide_by != pre.divide_by and 1.0 in (got.divide_by, pre.divide_by):
-            warnings.append(
-                f"{name} is scaled by 1/{got.divide_by:g} but the model's data were scaled by "
-                f"1/{pre.divide_by:g}: accuracy may be meaningless"
-            )
+        warnings += _range_warning(name, s.x, own.get("value_range"))
         description = f"every sample of {name} ({len(y)}), preprocessed as the model's data"
     if tuple(x.shape[1:]) != shape:
         raise UserInputError(
@@ -154,6 +149,20 @@ def model_test_data(model: Path, data: str | Path | None = None, *, limit: int |
     return ModelData(
         np.ascontiguousarray(x, dtype=np.float32), y, labels, description, split, tuple(warnings)
     )
+
+
+def _range_warning(name: str, x: np.ndarray, model_range: Any) -> list[str]:
+    """A test set whose values live on another scale than the model's data (e.g. 0-255 floats for a
+    model trained on [0, 1]) would be scored wrongly: say so."""
+    if not model_range or not x.size:
+        return []
+    top, model_top = float(np.abs(x).max()), max(abs(float(v)) for v in model_range)
+    if model_top > 0 and top > 0 and not 0.25 <= top / model_top <= 4.0:
+        return [
+            f"{name} has values up to {top:g} but the model's data went up to {model_top:g}: "
+            "it is on another scale, and the accuracy may be meaningless"
+        ]
+    return []
 
 
 def _total(ds: Any) -> int:
