@@ -144,8 +144,9 @@ def model_test_data(model: Path, data: str | Path | None = None, *, limit: int |
             f"{name} has {len(labels)} classes but {model.name} has {outputs} outputs",
             "pass test data with the model's classes",
         )
-    if limit is not None:
+    if limit is not None and limit < len(y):
         x, y = x[:limit], y[:limit]
+        description += f"; the first {limit}"
     return ModelData(
         np.ascontiguousarray(x, dtype=np.float32), y, labels, description, split, tuple(warnings)
     )
