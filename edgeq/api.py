@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeq import tflite
+from edgeq import tfenv, tflite
 from edgeq.errors import GateFailed, UserInputError
 from edgeq.events import EventCallback, epoch_reporter, noop
 from edgeq.files import atomic_write, check_writable_dir, check_writable_file, sha256_file, write_json
@@ -83,9 +83,12 @@ def _require_suffix(path: Path, suffixes: tuple[str, ...]) -> None:
 
 
 def _announce(ds: Any, on_event: EventCallback) -> None:
-    """What the data loader noticed (e.g. a folder mixing greyscale and colour images), as warnings."""
-    for w in ds.warnings:
-        on_event({"event": "warning", "message": w})
+    """What the data loader noticed (e.g. a folder mixing greyscale and colour images) and what the
+    dataset's size means for the figures, as warning events."""
+    from edgeq.train import checks
+
+    checks.announce(checks.dataset_warnings(ds), on_event)
+    checks.announce([checks.CheckWarning("data.loader", w, "") for w in ds.warnings], on_event)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -111,6 +114,7 @@ def train(
     check_training_fits((arch,), opts.peek())  # image size and memory, before any image is read
     ds = opts.load()
     _announce(ds, on_event)
+    tfenv.reproducible(opts.seed)  # before the model is built: its initial weights repeat too
     model = build_model(arch, ds.input_shape, ds.num_classes)
     on_event({"stage": "train", "message": f"training {arch} ({count_params(model)} parameters)"})
     train_float(model, ds, FitConfig(epochs, seed=opts.seed), epoch_reporter("train", on_event))
@@ -135,6 +139,7 @@ def distill(
     """Distill ``teacher`` into the built-in student and save it to ``out`` (.keras)."""
     from edgeq.data import DataOptions
     from edgeq.models import build_model, check_training_fits, count_params, load_user_model, save_model
+    from edgeq.train import checks
     from edgeq.train.core import FitConfig, accuracy
     from edgeq.train.core import distill as _distill
 
@@ -145,7 +150,9 @@ def distill(
     ds = opts.load()
     _announce(ds, on_event)
     t = load_user_model(teacher, ds)
+    tfenv.reproducible(opts.seed)
     student = build_model("student", ds.input_shape, ds.num_classes)
+    checks.announce(checks.size_warnings(count_params(t), count_params(student)), on_event)
     on_event({"stage": "distill", "message": f"distilling into student ({count_params(student)} parameters)"})
     _distill(
         student,

@@ -374,6 +374,7 @@ def _run(
         wall_s=round(time.perf_counter() - t0, 2),
         failure=failure,
         delegate=delegate_info,
+        training=tfenv.training_facts(),
         warnings=warnings,
     )
     report.save(od.file("report.json"))

@@ -221,6 +221,10 @@ class Report(_Open):
     plots: dict[str, str] = {}
     versions: dict[str, str]
     wall_s: float
+    training: dict[str, Any] | None = Field(
+        None,
+        description="where training ran (op determinism, TensorFlow threads, CPU): what a repeat depends on",
+    )
     delegate: dict[str, Any] | None = Field(
         None, description="for an accelerator: the offline coverage and what its compiler made of the model"
     )
