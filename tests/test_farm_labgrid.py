@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -51,7 +52,10 @@ class Lab:
 
 def _start(argv: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as f:
-        return subprocess.Popen(argv, cwd=cwd, stdout=f, stderr=f, stdin=subprocess.DEVNULL)
+        # its own session: a signal meant for the test's process group does not stop it
+        return subprocess.Popen(
+            argv, cwd=cwd, stdout=f, stderr=f, stdin=subprocess.DEVNULL, start_new_session=True
+        )
 
 
 def _stop(p: subprocess.Popen[bytes]) -> None:
@@ -82,15 +86,24 @@ def lab(sshd: SshServer, ssh_env: Path, tmp_path: Path) -> Iterator[Lab]:
             f"board:\n  NetworkService:\n    address: 127.0.0.1\n    username: {sshd.user}\n    port: {sshd.port}\n"
         )
         deadline = time.monotonic() + 120  # a loaded 2-core machine starts Python slowly
-        exporter = _start(
-            [str(BIN / "labgrid-exporter"), "-c", coordinator, "-n", "exp", "--hostname", "127.0.0.1",
-             str(root / "exporter.yaml")],
-            root, root / "exporter.log",
-        )  # fmt: skip
+        # The exporter gives up when the coordinator is not there yet: start it once it listens.
+        while True:
+            assert coord.poll() is None, (root / "coordinator.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "labgrid-coordinator did not start listening"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        argv = [str(BIN / "labgrid-exporter"), "-c", coordinator, "-n", "exp", "--hostname", "127.0.0.1",
+                str(root / "exporter.yaml")]  # fmt: skip
+        exporter = _start(argv, root, root / "exporter.log")
         lab = Lab(coordinator, "edgeq-board", root, env)
         while "exp/board/NetworkService" not in lab.client("resources").stdout:
             assert time.monotonic() < deadline, (root / "exporter.log").read_text()[-2000:]
             assert coord.poll() is None, (root / "coordinator.log").read_text()[-2000:]
+            if exporter.poll() is not None:  # it lost the coordinator while starting: again
+                exporter = _start(argv, root, root / "exporter.log")
             time.sleep(0.3)
         assert lab.client("-p", lab.place, "create").returncode == 0
         assert lab.client("-p", lab.place, "add-match", "exp/board/*").returncode == 0
