@@ -586,3 +586,16 @@ def test_one_board_listed_twice_is_measured_one_device_at_a_time(tmp_path: Path,
     with open_store(str(tmp_path / "r.db")) as store:
         delegates = {(r.device, r.delegate) for r in store.results(outcome.run.id)}
     assert delegates == {("local", "xnnpack"), ("local-none", "none")}
+
+
+def test_a_run_lands_in_sqlite_and_postgresql_alike(store_url: str, tmp_path: Path, tiny_model: Path) -> None:
+    farm = farm_toml(tmp_path / "FARM.toml", [{"path": tiny_model}], [{"profile": "local"}], rounds=2,
+                     extra="[measure]\nruns = 30\nwarmup = 2\n")  # fmt: skip
+    first = api.farm_run(farm, db=store_url)
+    assert first.exit_code == 0 and first.run.status == "finished"
+    again = api.farm_run(farm, db=store_url)  # finished: a rerun is a new run, not a resume
+    assert not again.resumed and again.run.id == first.run.id + 1
+    with open_store(store_url) as store:
+        rows = store.results(first.run.id)
+        assert [(r.model, r.device, r.status) for r in rows] == [("tiny_int8", "local", "ok")] * 2
+        assert store.run(first.run.id).meta["plan_digest"] == store.run(again.run.id).meta["plan_digest"]
