@@ -77,9 +77,9 @@ def _session(config: pytest.Config) -> FarmSession | None:
 
         try:
             plan = load_plan(Path(path), [Path(p) for p in config.getoption("edgeq_profiles")])
+            found = FarmSession(plan, config.getoption("edgeq_db"))
         except EdgeqError as exc:
             raise pytest.UsageError(f"--edgeq-farm: {exc.message} ({exc.hint})") from None
-        found = FarmSession(plan, config.getoption("edgeq_db"))
         config.stash[_SESSION_KEY] = found
     return found
 
