@@ -131,6 +131,10 @@ def test_settings_resolve_in_order_and_pairs_can_be_skipped(
     assert all(s.timeout_s == 30 for s in specs.values())
     assert plan.to_dict()["schema"] == "edgeq.farm.plan/1"
     assert {"none", "local", "x86_64"} <= plan.device("local2").capabilities
+    dry = edgeq("farm", "run", p, "--dry-run", "--json")  # checks and shows, measures nothing
+    assert dry.code == 0, dry.stderr
+    shown = {(x["model"], x["device"]): x["spec"]["runs"] for x in json.loads(dry.stdout)["pairs"]}
+    assert shown == {("tiny_int8", "local"): 40, ("b", "local"): 20, ("tiny_int8", "local2"): 99}
 
 
 # --------------------------------------------------------------------------------------- the run

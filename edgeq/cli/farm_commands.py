@@ -182,10 +182,19 @@ def run_cmd(
     fresh: Annotated[
         bool, typer.Option(help="Start a new run even if an unfinished one of this farm exists.")
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Check FARM.toml and show each pair's resolved settings; measure nothing."
+        ),
+    ] = False,
     profiles: ProfilesOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure every model on every board of the farm, boards in parallel; rerun to resume a killed run."""
+    if dry_run:
+        _show_plan(api.farm_plan(farm_toml, tuple(profiles or ())), as_json)
+        return
     progress = FarmProgress(as_json)
     # SIGTERM (a CI job cancelled, a service stopped) ends the run as Ctrl-C does: boards are
     # closed, labgrid places and board locks released, the run marked interrupted.
@@ -211,6 +220,23 @@ def run_cmd(
     else:
         _render_outcome(outcome)
     _exit_for(outcome)
+
+
+def _show_plan(plan: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(plan.to_dict(), indent=2))
+        return
+    t = Table(show_edge=False, pad_edge=False)
+    for col in ("model", "device", "address", "delegate", "runs", "warmup", "threads", "timeout s"):
+        t.add_column(col, no_wrap=True)
+    for p in plan.pairs:
+        sp = p.spec
+        t.add_row(p.model.name, p.device.name, p.device.profile.address, sp.delegate, str(sp.runs),
+                  str(sp.warmup), str(sp.threads), f"{sp.timeout_s:g}")  # fmt: skip
+    out.print(t)
+    out.print(
+        f"{plan.name}: {len(plan.pairs)} pairs x {plan.rounds} round(s), retries {plan.retries}; plan {plan.digest[:12]}"
+    )
 
 
 def _render_outcome(outcome: Any) -> None:
