@@ -21,7 +21,7 @@ from edgeq.devices.probe import (
     venv_python,
 )
 from edgeq.devices.profile import RUNTIMES, DeviceProfile
-from edgeq.devices.transports import Transport, open_transport
+from edgeq.devices.transports import Transport, using
 from edgeq.devices.transports.known_hosts import KnownHosts
 from edgeq.errors import DeviceError, UserInputError
 
@@ -108,13 +108,8 @@ def check_device(
             profile.template_hint,
         )
         return report
-    own = transport is None
-    t = transport or open_transport(profile, trust_new_host=trust_new_host, known_hosts=known_hosts)
-    try:
+    with using(profile, transport, trust_new_host=trust_new_host, known_hosts=known_hosts) as t:
         _check_connected(profile, t, add, report)
-    finally:
-        if own:
-            t.close()
     return report
 
 

@@ -27,7 +27,7 @@ from edgeq.devices.probe import (
     venv_python,
 )
 from edgeq.devices.profile import RUNTIMES, DeviceProfile
-from edgeq.devices.transports import Transport, open_transport
+from edgeq.devices.transports import Transport, using
 from edgeq.devices.transports.known_hosts import KnownHosts
 from edgeq.errors import DeviceError, UserInputError
 
@@ -114,15 +114,11 @@ def setup_device(
             profile.template_hint,
         )
         return report
-    own = transport is None
-    t = transport or open_transport(profile, trust_new_host=trust_new_host, known_hosts=known_hosts)
     try:
-        _setup(profile, t, step, report, requirements, module, on_output)
+        with using(profile, transport, trust_new_host=trust_new_host, known_hosts=known_hosts) as t:
+            _setup(profile, t, step, report, requirements, module, on_output)
     except (DeviceError, UserInputError) as exc:
         step("device", "failed", exc.message, exc.hint)
-    finally:
-        if own:
-            t.close()
     return report
 
 

@@ -8,6 +8,8 @@ labgrid's): one module here with a class that satisfies :class:`Transport`, and 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from edgeq.devices.transports.transport import CommandResult, Transport, stop_process
@@ -16,7 +18,24 @@ if TYPE_CHECKING:
     from edgeq.devices.profile import DeviceProfile
     from edgeq.devices.transports.known_hosts import KnownHosts
 
-__all__ = ["CommandResult", "Transport", "open_transport", "stop_process"]
+__all__ = ["CommandResult", "Transport", "open_transport", "stop_process", "using"]
+
+
+@contextlib.contextmanager
+def using(
+    profile: DeviceProfile,
+    transport: Transport | None = None,
+    *,
+    trust_new_host: bool = False,
+    known_hosts: KnownHosts | None = None,
+) -> Iterator[Transport]:
+    """``transport`` as given (left open: it is the caller's), or one opened for ``profile`` and
+    closed afterwards."""
+    if transport is not None:
+        yield transport
+        return
+    with open_transport(profile, trust_new_host=trust_new_host, known_hosts=known_hosts) as t:
+        yield t
 
 
 def open_transport(
