@@ -54,8 +54,14 @@ def test_aarch64_board_runs_the_pipeline_model_like_the_host(
     host = _builtin_kernel_outputs(model, x)
     a = np.load(board_out)
     assert a.shape == host.shape == (len(ds.y_test), 10) and a.dtype == host.dtype == np.int8
-    assert np.array_equal(a, host)
-    assert board["accuracy"]["top1"] == float(np.mean(host.argmax(axis=1) == y))
+    # ai-edge-litert's builtin int8 kernels on aarch64 (its optimized NEON paths) put ~8 % of the
+    # outputs 1-3 LSB away from the x86 ones (measured); tflite-runtime 2.14 matched exactly, but it
+    # segfaults under this qemu (above). The answer must stay the same: logits within 4 LSB, the
+    # predicted class almost always the host's, and the reported accuracy the board's own outputs'.
+    diff = np.abs(a.astype(np.int16) - host.astype(np.int16))
+    assert diff.max() <= 4, diff.max()
+    assert np.mean(a.argmax(axis=1) == host.argmax(axis=1)) >= 0.98
+    assert board["accuracy"]["top1"] == float(np.mean(a.argmax(axis=1) == y))
 
 
 def _builtin_kernel_outputs(model: Path, x: np.ndarray) -> np.ndarray:
