@@ -24,6 +24,8 @@ if [ "$want_test" = 1 ]; then
     command -v chromium >/dev/null || need+=(chromium)
     # bench_deploy compares edgeq deploy with scp and rsync on the same link.
     command -v rsync >/dev/null || need+=(rsync)
+    # The farm tier's hosts make a venv with Debian's Python.
+    [ ! -x /usr/bin/python3 ] || /usr/bin/python3 -c "import ensurepip" 2>/dev/null || need+=(python3-venv)
     if [ "${#need[@]}" -gt 0 ]; then
         if [ "$(id -u)" = 0 ]; then
             echo "setup: installing ${need[*]}" >&2

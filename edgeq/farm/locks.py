@@ -24,7 +24,6 @@ import json
 import os
 import posixpath
 import re
-import shlex
 import socket
 import time
 from collections.abc import Callable
@@ -181,10 +180,10 @@ class BoardLock:
         over), else who holds it."""
         import paramiko
 
-        t = self.transport._transport()  # the board's one connection (paramiko.Transport)
-        chan: paramiko.Channel = t.open_session(timeout=timeout_s)
-        chan.settimeout(timeout_s)
-        chan.exec_command(shlex.join([self.python, "-c", KEEPER_PROGRAM, self.path, json.dumps(self.info)]))
+        # On the board's one connection; the keeper holds the lock while this channel stays open.
+        chan: paramiko.Channel = self.transport.open_command(
+            [self.python, "-c", KEEPER_PROGRAM, self.path, json.dumps(self.info)], timeout_s
+        )
         buf = b""
         deadline = time.monotonic() + timeout_s
         answer: dict[str, Any] | None = None

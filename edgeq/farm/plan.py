@@ -105,7 +105,7 @@ class Plan:
     models: tuple[Model, ...]
     devices: tuple[Device, ...]
     pairs: tuple[Pair, ...]
-    rounds: int = 1
+    rounds: int = 3
     retries: int = 2
     retry_delay_s: float = 2.0
     store: str | None = None
@@ -366,7 +366,7 @@ def parse_plan(text: str, path: Path, profile_dirs: Sequence[Path | str] = ()) -
     base = path.parent.absolute()
 
     name = chk.name(top.get("name", path.stem), "farm", "name")
-    rounds = top.get("rounds", 1)
+    rounds = top.get("rounds", 3)
     if not 1 <= rounds <= 100:
         raise chk.bad("", f"key 'rounds' must be 1 to 100, got {rounds}", TOP_KEYS["rounds"].doc)
     retries = top.get("retries", 2)

@@ -514,6 +514,14 @@ class SSHTransport(ClosingContext):
         assert t is not None
         return t
 
+    def open_command(self, argv: Sequence[str], timeout_s: float = 60.0) -> paramiko.Channel:
+        """A command on this connection left running for the caller to talk to (e.g. a lock keeper
+        that holds a lock while its channel is open); arguments quoted one by one."""
+        chan = self._transport().open_session(timeout=timeout_s)
+        chan.settimeout(timeout_s)
+        chan.exec_command(shlex.join([str(a) for a in argv]))
+        return chan
+
     def _sftp_client(self) -> paramiko.SFTPClient:
         if self._sftp is None or not self.connected:
             client = self._ensure()
