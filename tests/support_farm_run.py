@@ -30,7 +30,9 @@ def farm_toml(
     extra: str = "",
     **top: Any,
 ) -> Path:
-    """Write a FARM.toml: top-level keys, [[models]], [[devices]], then ``extra`` TOML text."""
+    """Write a FARM.toml: top-level keys, [[models]], [[devices]], then ``extra`` TOML text.
+    One round per pair unless ``rounds`` is given (the product's default is 3; tests count rounds)."""
+    top.setdefault("rounds", 1)
     lines = [f"{k} = {json.dumps(v)}" for k, v in top.items()]
     for m in models:
         lines.append("[[models]]")
