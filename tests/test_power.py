@@ -657,7 +657,7 @@ def test_new_runner_modules_ship_in_the_zipapp_and_stay_python_3_8() -> None:
 
     names = zipfile.ZipFile(io.BytesIO(runner_pyz_bytes())).namelist()
     sensors = sorted((REPO / "edgeq" / "runner" / "sensors").glob("*.py"))
-    assert {p.stem for p in sensors} >= {"__init__", "base", "ina2xx", "rapl", "external"}
+    assert {p.stem for p in sensors} >= {"__init__", "common", "ina2xx", "rapl", "external"}
     for path in [REPO / "edgeq" / "runner" / f"{m}.py" for m in ("power", "thermal", "session")] + sensors:
         assert f"edgeq_runner/{path.relative_to(REPO / 'edgeq' / 'runner').as_posix()}" in names
         ast.parse(path.read_text(), filename=str(path), feature_version=(3, 8))
