@@ -44,7 +44,9 @@ def check_file(path: Path) -> Path:
     except FileNotFoundError:
         raise UserInputError(f"model not found: {path}", "check the path of the .tflite file") from None
     except OSError as exc:  # a name too long for the file system, a component that is a file, ...
-        raise UserInputError(f"cannot use model path {str(path)[:80]}…: {exc.strerror}", "check the path") from None
+        raise UserInputError(
+            f"cannot use model path {str(path)[:80]}…: {exc.strerror}", "check the path"
+        ) from None
     if not path.is_file():
         raise UserInputError(f"model is not a file: {path}", "pass the .tflite file itself")
     try:

@@ -35,7 +35,13 @@ more rounds in each run (re-measurement adds rounds). A *sample* is one invoke's
    second test: ``y`` = log of each round's median; ``d`` = mean y(current) − mean y(baseline);
    its variance is the between-round variance (pooled over both sides, df = rounds − 2, floored at
    each median's own sampling variance) × (1/R_base + 1/R_cur), and ``d / se`` is referred to
-   Student's t. With fewer than 3 rounds in all (df < 1) the between-round variance cannot be
+   Student's t. One more term: the rounds of one run share a session (the board's temperature,
+   background load, the state of a shared machine over those minutes), so a run's level is itself
+   one draw of how far the board wanders between sessions; the variance of ``d`` gains the baseline's
+   between-round variance (its rounds are spread over its run), or ``run_to_run_pct`` squared when
+   the baseline has one round. A change must stand out from that wandering to count as a
+   regression; one within it is inconclusive and is measured again.
+   With fewer than 3 rounds in all (df < 1) the between-round variance cannot be
    estimated; ``run_to_run_pct`` (default 2 %: a quiet, dedicated board) stands in for it and the
    reference is the normal distribution, and the sampling variance of each median (Price & Bonett
    2002: from the order statistics around it, on the log scale) is added.
@@ -405,7 +411,11 @@ def round_level(
     if df >= 1:
         ss = float(((yb - yb.mean()) ** 2).sum() + ((yc - yc.mean()) ** 2).sum())
         s2 = max(ss / df, (vb + vc) / 2)  # a round's median varies at least by its sampling error
-        return RoundLevel(d, math.sqrt(s2 * (1 / rb + 1 / rc)), float(df), 100 * math.sqrt(ss / df))
+        # The current run's rounds share one session, so its level is one more draw of how far the
+        # board wanders between sessions: the baseline's rounds, spread over its run, show that.
+        session = float(yb.var(ddof=1)) if rb >= 2 else run_to_run**2
+        se = math.sqrt(s2 * (1 / rb + 1 / rc) + session)
+        return RoundLevel(d, se, float(df), 100 * math.sqrt(ss / df))
     var = (vb + run_to_run**2) / rb + (vc + run_to_run**2) / rc
     return RoundLevel(d, math.sqrt(var), math.inf, None)
 
