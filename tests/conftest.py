@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,4 +29,12 @@ def missing_prerequisite(message: str) -> None:
     where scripts/setup.sh --test must have installed it."""
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=True)
+
+
+def require_module(name: str) -> Any:
+    """``import name``, or missing_prerequisite (a skip here, a failure under CI=true)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        missing_prerequisite(f"{name} is not installed ({exc}); scripts/setup.sh --test installs it")

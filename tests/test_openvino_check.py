@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_module
 
 from edgeq.delegates.openvino.check import FAIL, OK, WARN, check_lines
 from edgeq.runner.delegates.openvino import probe
 
-pytest.importorskip("openvino")
+require_module("openvino")
 
 
 def tree(root: Path, *, stick: bool = False, rules: bool = False, npu: bool | None = None) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import missing_prerequisite
+from conftest import missing_prerequisite, require_module
 
 from edgeq import delegates, tflite
 from edgeq.delegates.openvino.compile import ir_2022_3_problems, write_ir
@@ -20,7 +20,7 @@ from edgeq.errors import UserInputError
 from edgeq.files import TMP_PREFIX
 from edgeq.placement import CPU
 
-openvino = pytest.importorskip("openvino")
+openvino = require_module("openvino")
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -9,14 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from conftest import missing_prerequisite
+from conftest import missing_prerequisite, require_module
 from support_sshd import SshServer
 
 from edgeq.placement import Coverage
 from edgeq.runner_zip import build_runner_pyz
 
-pytest.importorskip("openvino")
+require_module("openvino")
 
 
 def ssh_argv(server: SshServer, tmp: Path, program: str) -> list[str]:

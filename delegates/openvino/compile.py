@@ -31,7 +31,7 @@ from typing import Any
 
 from edgeq import tflite
 from edgeq.delegates.delegate import CompileResult
-from edgeq.delegates.openvino.coverage import openvino, tflite_path, untranslated_ops, version
+from edgeq.delegates.openvino.coverage import core, openvino, tflite_path, untranslated_ops, version
 from edgeq.errors import UserInputError
 from edgeq.files import atomic_path, atomic_write, sha256_file
 from edgeq.runner.delegates.openvino import IR_RT_INFO_KEY, ov_error_text
@@ -101,10 +101,10 @@ def write_ir(model: Path, out_dir: Path) -> Path:
             f"OpenVINO {version()} cannot convert {model.name}: no translator for {listed}",
             "replace those ops (edgeq inspect MODEL --delegate openvino lists them), or use another delegate",
         )
-    core = ov.Core()
+    ov_core = core()
     with tflite_path(model) as path:
         try:
-            ov_model = core.read_model(str(path))
+            ov_model = ov_core.read_model(str(path))
         except Exception as exc:
             raise UserInputError(
                 f"OpenVINO {version()} cannot read {model.name}: {ov_error_text(exc)}",
@@ -142,7 +142,7 @@ def write_ir(model: Path, out_dir: Path) -> Path:
                 "the NCS2 cannot run this model: use a profile with a current OpenVINO (intel-npu, CPU)",
             )
         try:
-            core.read_model(str(tmp_xml))  # what was written reads back
+            ov_core.read_model(str(tmp_xml))  # what was written reads back
         except Exception as exc:
             raise RuntimeError(
                 f"the IR written for {model.name} does not read back: {ov_error_text(exc)}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -48,6 +49,15 @@ def openvino() -> Any:
 
 def version() -> str:
     return str(openvino().get_version()).split("-")[0]
+
+
+@functools.lru_cache(maxsize=1)
+def core() -> Any:
+    """One OpenVINO Core for the whole process. Each Core's CPU plugin swaps the calling thread's
+    signal stack in and out (sigaltstack); two Cores whose lives overlap can leave the thread on a
+    stack that the first one frees, and the next signal (Ctrl-C) then kills the process with SIGSEGV
+    instead of raising KeyboardInterrupt. One Core, never freed, keeps the swaps nested."""
+    return openvino().Core()
 
 
 @contextlib.contextmanager
@@ -147,8 +157,7 @@ def single_op_model(model: tflite.TFLiteFile, index: int) -> bytes:
 def unsupported_per_op(model: Path, device: str, indices: list[int] | None = None) -> dict[int, list[str]]:
     """Op index → the OpenVINO node types ``device`` does not support when that op is read alone
     (an empty list: supported). Ops that cannot be read alone map to ``["unreadable alone: ..."]``."""
-    ov = openvino()
-    core = ov.Core()
+    ov_core = core()
     tfl = tflite.read_model(model)
     count = len(tfl.subgraph.operators or [])
     out: dict[int, list[str]] = {}
@@ -157,8 +166,8 @@ def unsupported_per_op(model: Path, device: str, indices: list[int] | None = Non
             path = Path(tmp) / f"op{i}.tflite"
             path.write_bytes(single_op_model(tfl, i))
             try:
-                one = core.read_model(str(path))
-                supported = core.query_model(one, device)
+                one = ov_core.read_model(str(path))
+                supported = ov_core.query_model(one, device)
             except Exception as exc:
                 out[i] = [f"unreadable alone: {ov_error_text(exc, 120)}"]
                 continue
@@ -182,7 +191,6 @@ def analyse(model: Path, device: str = "CPU") -> Coverage:
     model = tflite.check_file(Path(model))
     tfl = tflite.read_model(model)
     names = [tfl.op_name(op) for op in tfl.subgraph.operators or []]
-    ov = openvino()
     v = version()
     device = (device or "CPU").strip().upper()
     notes = [f"offline: the host's OpenVINO {v} answered for device {device}", WHOLE_MODEL_NOTE]
@@ -205,8 +213,8 @@ def analyse(model: Path, device: str = "CPU") -> Coverage:
         )
         return Coverage(NAME, "offline", tuple(ops), tuple(notes))
 
-    core = ov.Core()
-    available = [str(d) for d in core.available_devices]
+    ov_core = core()
+    available = [str(d) for d in ov_core.available_devices]
     if device == "MYRIAD" or not device_available(device, available):
         why = (
             "MYRIAD (Movidius NCS2) exists only in OpenVINO 2022.3: nothing on this host can query it"
@@ -225,8 +233,8 @@ def analyse(model: Path, device: str = "CPU") -> Coverage:
 
     with tflite_path(model) as path:
         try:
-            ov_model = core.read_model(str(path))
-            supported = core.query_model(ov_model, device)
+            ov_model = ov_core.read_model(str(path))
+            supported = ov_core.query_model(ov_model, device)
         except Exception as exc:
             raise UserInputError(
                 f"OpenVINO {v} cannot query {model.name} for {device}: {ov_error_text(exc)}",

@@ -173,6 +173,12 @@ def ir_record(xml_path: str) -> Optional[Dict[str, Any]]:
     return record if isinstance(record, dict) else None
 
 
+# One Core per process, never freed: each Core's CPU plugin swaps the calling thread's signal stack
+# (sigaltstack) in and out, and Cores whose lives overlap can leave the thread on a stack an earlier
+# one has freed; the next signal (SIGINT, SIGTERM) then ends the process in SIGSEGV.
+_CORES = {}  # type: Dict[Any, Any]
+
+
 class _OpenVINO:
     """The imported openvino package: its Core, version, and where its libraries are."""
 
@@ -196,7 +202,7 @@ class _OpenVINO:
         self.version = self.build.split("-")[0]
         self.package_dir = os.path.dirname(os.path.abspath(module.__file__ or ""))
         try:
-            self.core = core_cls()
+            self.core = _CORES.get(core_cls) or _CORES.setdefault(core_cls, core_cls())
         except Exception as exc:
             raise RunnerError(
                 "runtime_failure",
@@ -354,6 +360,50 @@ def _details(ports: List[Any], quant: List[Tuple[float, int]], kind: str) -> Lis
     return out
 
 
+class _StackT(ctypes.Structure):
+    _fields_ = [  # noqa: RUF012 (ctypes reads it from the class)
+        ("ss_sp", ctypes.c_void_p),
+        ("ss_flags", ctypes.c_int),
+        ("ss_size", ctypes.c_size_t),
+    ]
+
+
+class _SignalStack:
+    """The thread's alternate signal stack from before any C-API binding was open, put back when each
+    one closes.
+
+    OpenVINO's CPU plugin installs a signal stack of its own on the thread that first compiles for it
+    and does not put the previous one back; when that plugin is freed (``ov_core_free``), the thread is
+    left on freed memory and the next signal it takes (Ctrl-C, SIGTERM) ends the process in SIGSEGV.
+    Bindings may close in any order, so each close returns to the stack from before the first one.
+    """
+
+    _open = 0
+    _saved = None  # type: Optional[_StackT]
+
+    @classmethod
+    def _sigaltstack(cls) -> Any:
+        try:
+            return ctypes.CDLL(None, use_errno=True).sigaltstack
+        except (OSError, AttributeError):
+            return None
+
+    @classmethod
+    def enter(cls) -> None:
+        call = cls._sigaltstack()
+        if cls._open == 0 and call is not None:
+            saved = _StackT()
+            cls._saved = saved if call(None, ctypes.byref(saved)) == 0 else None
+        cls._open += 1
+
+    @classmethod
+    def leave(cls) -> None:
+        cls._open = max(cls._open - 1, 0)
+        call = cls._sigaltstack()
+        if cls._saved is not None and call is not None:
+            call(ctypes.byref(cls._saved), None)
+
+
 class _CBinding:
     """OpenVINO's C API (libopenvino_c) through ctypes: compile, one infer request, its tensors."""
 
@@ -406,6 +456,8 @@ class _CBinding:
     ) -> None:
         self.lib = lib
         self._handles: List[Tuple[str, Any]] = []
+        _SignalStack.enter()
+        self._entered = True
         try:
             self._open(path, fixed, device, config)
         except BaseException:
@@ -512,6 +564,9 @@ class _CBinding:
         while self._handles:
             name, handle = self._handles.pop()
             getattr(self.lib, name)(handle)
+        if self._entered:
+            self._entered = False
+            _SignalStack.leave()
 
     name = "C API (libopenvino_c, ov_infer_request_infer)"
 
