@@ -151,6 +151,7 @@ def test_a_place_is_acquired_profiled_and_released(
     assert row.result.device.name == "lab-board" and row.metrics.latency_n == 30
 
 
+@pytest.mark.slow
 def test_a_place_someone_else_holds_is_skipped_or_waited_for(
     lab: Lab, sshd: SshServer, tmp_path: Path, tiny_model: Path
 ) -> None:
@@ -190,6 +191,7 @@ def test_a_place_someone_else_holds_is_skipped_or_waited_for(
     assert states.index("waiting") < states.index("acquired") < states.index("released")
 
 
+@pytest.mark.slow
 def test_a_second_edgeq_waits_for_the_first_and_sigterm_releases_the_place(
     lab: Lab, sshd: SshServer, tmp_path: Path, tiny_model: Path
 ) -> None:

@@ -83,6 +83,7 @@ def test_export_bad_inputs_leave_nothing(tmp_path: Path, pipeline_dir: Path) -> 
     assert list(tmp_path.iterdir()) == [junk]
 
 
+@pytest.mark.slow
 def test_distill_from_a_user_teacher_and_shape_mismatch(tmp_path: Path, pipeline_dir: Path) -> None:
     out = tmp_path / "s.keras"
     run = edgeq("distill", pipeline_dir / "teacher.keras", "--out", out, "--epochs", "1", "--json")

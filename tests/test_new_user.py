@@ -218,6 +218,7 @@ def test_item6_an_unreachable_device_fails_before_any_training(tmp_path: Path) -
     assert not (out / "teacher.keras").exists()
 
 
+@pytest.mark.slow
 def test_item6_a_late_failure_still_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "out"
     run = edgeq(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
+import pytest
 
 from edgeq.data import load_dataset
 from edgeq.export.tflite_model import describe, interpreter_accuracy
@@ -114,6 +115,7 @@ def test_sidecar_records_recipe_hashes_versions_and_quantization(pipeline_dir: P
     )
 
 
+@pytest.mark.slow
 def test_pipeline_with_a_user_teacher(pipeline_dir: Path, tmp_path: Path) -> None:
     from support_cli import edgeq
 

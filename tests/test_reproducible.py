@@ -37,6 +37,7 @@ def _assert_same_weights(a: list[np.ndarray], b: list[np.ndarray], what: str) ->
         assert x.shape == y.shape and np.array_equal(x, y), f"{what}: weight {i} differs"
 
 
+@pytest.mark.slow
 def test_pipeline_twice_with_the_same_seed_gives_the_same_models_and_accuracies(
     pipeline_dir: Path, tmp_path: Path
 ) -> None:
@@ -98,6 +99,7 @@ def _train_distill_qat(ds: Any) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("op_determinism_restored")
 def test_train_distill_and_qat_repeat_exactly_in_one_process() -> None:
     full = load_dataset()

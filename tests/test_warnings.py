@@ -99,6 +99,7 @@ def test_announce_sends_events_and_returns_report_entries() -> None:
     assert events == [{"event": "warning", **entries[0]}]
 
 
+@pytest.mark.slow
 def test_pipeline_warns_on_the_terminal_and_in_the_report(tiny_npz: Path, tmp_path: Path) -> None:
     """The issue's case: 3 samples per class, a teacher at chance, a student larger than the user's
     teacher. The run completes (the gate is loose here), and says all of it."""
