@@ -56,12 +56,11 @@ def test_aarch64_board_runs_the_ternary_model_like_the_host(
     r = api.profile(
         model,
         DeviceTarget(str(prof)),
-        runs=5,
-        warmup=1,
+        measure={"runs": 5, "warmup": 1},
         test_data=(x, y),
         save_outputs=board_out,
         on_event=events.append,
-    )
+    ).to_dict()
     assert r["device"]["arch"] == "aarch64" and r["device"]["runtime"] == "ai-edge-litert"
     assert r["custom_ops"] == ["EDGEQ_TERNARY_CONV2D", "EDGEQ_TERNARY_FC"]
     sent = {e["kind"]: e for e in events if e.get("event") == "deploy"}
