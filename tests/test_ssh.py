@@ -21,6 +21,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import paramiko
 import pytest
 from support_faultproxy import FaultProxy
 from support_sshd import SshServer, free_port, keygen, loopback_profile, pin_host_key
@@ -129,6 +130,33 @@ def test_remote_path_confines_to_workdir() -> None:
         with pytest.raises(UserInputError):
             check_workdir_spec(bad_spec)
     assert is_inside("/w", "/w/a") and not is_inside("/w", "/wx/a") and not is_inside("/w", "/w/../etc")
+
+
+def test_is_executable_asks_sftp_without_starting_a_process(
+    trusted: SshServer, wd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``test -x`` answers, through SFTP: no command (and no login shell's rc files) on the device."""
+    (wd / "venv" / "bin").mkdir(parents=True)
+    exe, plain = wd / "venv" / "bin" / "python", wd / "data.txt"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    plain.write_text("x")
+    (wd / "link").symlink_to(exe)
+    with make(trusted, wd) as t:
+        t.connect()
+        _ = t.workdir
+        commands: list[str] = []
+        real_exec = paramiko.Channel.exec_command
+        monkeypatch.setattr(
+            paramiko.Channel, "exec_command", lambda ch, cmd: (commands.append(cmd), real_exec(ch, cmd))[1]
+        )
+        assert t.is_executable(str(exe)) and t.is_executable(str(wd / "link"))
+        assert not t.is_executable(str(plain)) and not t.is_executable(str(wd / "venv"))
+        assert not t.is_executable(str(wd / "missing"))
+        with pytest.raises(UserInputError):
+            t.is_executable("/bin/sh")  # outside the workdir
+        assert commands == []
+        assert t.run(["true"]).exit_code == 0 and len(commands) == 1  # the counter does count
 
 
 def test_put_and_get_refuse_paths_outside_the_workdir(trusted: SshServer, wd: Path, tmp_path: Path) -> None:

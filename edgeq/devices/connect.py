@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeq.devices.probe import PROBE_TIMEOUT_S, venv_python
+from edgeq.devices.probe import venv_python
 from edgeq.devices.profile import DeviceProfile, load_profile
 from edgeq.devices.transports import Transport, open_transport
 
@@ -46,8 +46,7 @@ def device_python(transport: Transport, profile: DeviceProfile, workdir: str) ->
     if transport.is_local:
         return sys.executable if profile.board.python in ("auto", "") else profile.board.python
     vpy = venv_python(workdir)
-    res = transport.run(["test", "-x", vpy], timeout=PROBE_TIMEOUT_S)  # no interpreter start needed
-    return vpy if res.exit_code == 0 else profile.board.python
+    return vpy if transport.is_executable(vpy) else profile.board.python
 
 
 @contextlib.contextmanager

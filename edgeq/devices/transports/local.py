@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -104,3 +105,6 @@ class LocalTransport(ClosingContext):
 
     def get(self, remote: str, local: Path) -> None:
         self.put(Path(remote), str(local))
+
+    def is_executable(self, remote: str) -> bool:
+        return Path(remote).is_file() and os.access(remote, os.X_OK)

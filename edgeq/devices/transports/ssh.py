@@ -33,6 +33,7 @@ import os
 import posixpath
 import shlex
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -654,6 +655,17 @@ class SSHTransport(ClosingContext):
                 return None
             raise
         return int(st.st_size or 0)
+
+    def is_executable(self, remote: str) -> bool:
+        """``test -x`` through SFTP: no shell or process start on the device (a login shell's rc
+        files alone can cost 100 ms and more per command)."""
+        path = self._confine(remote)
+        try:
+            st = self._sftp_client().stat(path)
+        except OSError:
+            return False
+        mode = st.st_mode or 0
+        return stat.S_ISREG(mode) and bool(mode & 0o111)
 
     def makedirs(self, remote: str) -> None:
         """``mkdir -p`` inside the workdir (the workdir itself is created as needed)."""

@@ -44,6 +44,11 @@ class Transport(Protocol):
         """Copy ``remote`` from the device to ``local``."""
         ...
 
+    def is_executable(self, remote: str) -> bool:
+        """Whether ``remote`` is a regular file (links followed) with an execute bit, asked without
+        starting a process on the device."""
+        ...
+
     def connect(self) -> str:
         """Connect now (transports connect lazily otherwise); one line saying how it went."""
         ...
