@@ -202,7 +202,9 @@ class _OpenVINO:
         self.version = self.build.split("-")[0]
         self.package_dir = os.path.dirname(os.path.abspath(module.__file__ or ""))
         try:
-            self.core = _CORES.get(core_cls) or _CORES.setdefault(core_cls, core_cls())
+            if core_cls not in _CORES:
+                _CORES[core_cls] = core_cls()
+            self.core = _CORES[core_cls]
         except Exception as exc:
             raise RunnerError(
                 "runtime_failure",
