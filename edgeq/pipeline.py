@@ -59,15 +59,11 @@ def coverage_gate(result: Result, spec: MeasureSpec) -> None:
     placement = result.execution.placement
     if spec.min_delegate_coverage is None or placement is None:
         return
-    cov = Coverage.from_dict(placement.model_dump())
-    if cov.meets(spec.min_delegate_coverage):
+    short = Coverage.from_dict(placement.model_dump()).shortfall(spec.min_delegate_coverage)
+    if short is None:
         return
-    fell = cov.fallen_back()
-    names = ", ".join(f"{o.op} (op {o.index}{': ' + o.reason if o.reason else ''})" for o in fell[:8])
-    more = f" and {len(fell) - 8} more" if len(fell) > 8 else ""
-    want = "all ops" if spec.min_delegate_coverage == "all" else f"{float(spec.min_delegate_coverage):.0%}"
     raise GateFailed(
-        f"{cov.summary()}; the device profile asks for {want} on {cov.delegate}. On the CPU: {names}{more}",
+        short,
         "change those ops (edgeq inspect --delegate shows why each falls back), or lower min_delegate_coverage",
     )
 

@@ -71,6 +71,17 @@ class Coverage:
             return self.on_cpu == 0
         return self.fraction + 1e-12 >= float(minimum)
 
+    def shortfall(self, minimum: float | str | None) -> str | None:
+        """None when :meth:`meets` ``minimum``; else one line saying what was asked and which ops
+        fell back to the CPU (the first eight, with their reasons)."""
+        if self.meets(minimum):
+            return None
+        fell = self.fallen_back()
+        names = ", ".join(f"{o.op} (op {o.index}{': ' + o.reason if o.reason else ''})" for o in fell[:8])
+        more = f" and {len(fell) - 8} more" if len(fell) > 8 else ""
+        want = "all ops" if minimum == "all" else f"{float(minimum or 0):.0%}"
+        return f"{self.summary()}; the device profile asks for {want} on {self.delegate}. On the CPU: {names}{more}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "delegate": self.delegate,

@@ -54,6 +54,11 @@ def test_softmax_stays_on_the_builtin_kernel(softmax_model: Path) -> None:
     assert cov.summary() == "3 of 4 ops on xnnpack, 1 on the CPU"
     assert cov.fallen_back()[0].reason.startswith("not taken by XNNPACK")
     assert not cov.meets("all") and cov.meets(0.75)
+    assert cov.shortfall(0.75) is None and cov.shortfall(None) is None
+    short = cov.shortfall("all")
+    assert short is not None and short.startswith("3 of 4 ops on xnnpack, 1 on the CPU; ")
+    assert "asks for all ops on xnnpack. On the CPU: SOFTMAX (op 3: not taken by XNNPACK" in short
+    assert "asks for 90% on xnnpack" in (cov.shortfall(0.9) or "")
 
 
 def test_none_puts_every_op_on_the_builtin_kernels(tiny_model: Path, softmax_model: Path) -> None:

@@ -529,15 +529,10 @@ def _coverage_short(pair: Pair, result: Result) -> str | None:
     change, so it is bad input and not retried)."""
     from edgeq.placement import Coverage
 
-    want = pair.spec.min_delegate_coverage
     placement = result.execution.placement
-    if want is None or placement is None:
+    if pair.spec.min_delegate_coverage is None or placement is None:
         return None
-    cov = Coverage.from_dict(placement.model_dump())
-    if cov.meets(want):
-        return None
-    fell = ", ".join(f"{o.op} (op {o.index})" for o in cov.fallen_back()[:8])
-    return f"{cov.summary()}; min_delegate_coverage {want} not met, on the CPU: {fell}"
+    return Coverage.from_dict(placement.model_dump()).shortfall(pair.spec.min_delegate_coverage)
 
 
 def _wrong_answer(pair: Pair, result: Result) -> str | None:
