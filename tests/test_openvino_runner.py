@@ -258,7 +258,7 @@ def test_op_names_read_without_a_schema(tiny_model: Path) -> None:
 
 def test_ctrl_c_after_bindings_closed_in_any_order_is_a_keyboardinterrupt(tiny_model: Path) -> None:
     """OpenVINO's CPU plugin leaves the thread on a signal stack of its own that ov_core_free frees; the
-    runner puts the earlier one back, so a later Ctrl-C is a KeyboardInterrupt, not a SIGSEGV. Two C-API
+    runner keeps one core per process, so a later Ctrl-C is a KeyboardInterrupt, not a SIGSEGV. Two C-API
     bindings open at once and closed first-opened-first (not nested), in a child process."""
     import subprocess
 

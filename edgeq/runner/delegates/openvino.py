@@ -173,10 +173,13 @@ def ir_record(xml_path: str) -> Optional[Dict[str, Any]]:
     return record if isinstance(record, dict) else None
 
 
-# One Core per process, never freed: each Core's CPU plugin swaps the calling thread's signal stack
-# (sigaltstack) in and out, and Cores whose lives overlap can leave the thread on a stack an earlier
-# one has freed; the next signal (SIGINT, SIGTERM) then ends the process in SIGSEGV.
+# One Core per process (per Python class, per C library), never freed. OpenVINO's CPU plugin installs
+# an alternate signal stack of its own on the thread that first compiles for it and does not put the
+# previous one back; freeing the core frees that stack, and the thread's next signal (Ctrl-C, SIGTERM)
+# then ends the process in SIGSEGV instead of a clean stop. A binding may also be closed from another
+# thread (by the garbage collector), so the stack cannot be put back reliably: the core stays.
 _CORES = {}  # type: Dict[Any, Any]
+_C_CORES = {}  # type: Dict[str, Any]
 
 
 class _OpenVINO:
@@ -362,50 +365,6 @@ def _details(ports: List[Any], quant: List[Tuple[float, int]], kind: str) -> Lis
     return out
 
 
-class _StackT(ctypes.Structure):
-    _fields_ = [  # noqa: RUF012 (ctypes reads it from the class)
-        ("ss_sp", ctypes.c_void_p),
-        ("ss_flags", ctypes.c_int),
-        ("ss_size", ctypes.c_size_t),
-    ]
-
-
-class _SignalStack:
-    """The thread's alternate signal stack from before any C-API binding was open, put back when each
-    one closes.
-
-    OpenVINO's CPU plugin installs a signal stack of its own on the thread that first compiles for it
-    and does not put the previous one back; when that plugin is freed (``ov_core_free``), the thread is
-    left on freed memory and the next signal it takes (Ctrl-C, SIGTERM) ends the process in SIGSEGV.
-    Bindings may close in any order, so each close returns to the stack from before the first one.
-    """
-
-    _open = 0
-    _saved = None  # type: Optional[_StackT]
-
-    @classmethod
-    def _sigaltstack(cls) -> Any:
-        try:
-            return ctypes.CDLL(None, use_errno=True).sigaltstack
-        except (OSError, AttributeError):
-            return None
-
-    @classmethod
-    def enter(cls) -> None:
-        call = cls._sigaltstack()
-        if cls._open == 0 and call is not None:
-            saved = _StackT()
-            cls._saved = saved if call(None, ctypes.byref(saved)) == 0 else None
-        cls._open += 1
-
-    @classmethod
-    def leave(cls) -> None:
-        cls._open = max(cls._open - 1, 0)
-        call = cls._sigaltstack()
-        if cls._saved is not None and call is not None:
-            call(ctypes.byref(cls._saved), None)
-
-
 class _CBinding:
     """OpenVINO's C API (libopenvino_c) through ctypes: compile, one infer request, its tensors."""
 
@@ -458,8 +417,6 @@ class _CBinding:
     ) -> None:
         self.lib = lib
         self._handles: List[Tuple[str, Any]] = []
-        _SignalStack.enter()
-        self._entered = True
         try:
             self._open(path, fixed, device, config)
         except BaseException:
@@ -474,9 +431,12 @@ class _CBinding:
         lib.ov_infer_request_infer.restype = ctypes.c_int
         lib.ov_compiled_model_get_property.argtypes = [P, ctypes.c_char_p, ctypes.POINTER(P)]
         lib.ov_free.argtypes = [P]
-        core = P()
-        self._check(lib.ov_core_create(ctypes.byref(core)), "create a core")
-        self._handles.append(("ov_core_free", core))
+        key = str(getattr(lib, "_name", ""))  # the library's path: ctypes never unloads it
+        core = _C_CORES.get(key)
+        if core is None:  # one core per library for the process, never freed (see _CORES)
+            core = P()
+            self._check(lib.ov_core_create(ctypes.byref(core)), "create a core")
+            _C_CORES[key] = core
         model = P()
         self._check(lib.ov_core_read_model(core, path.encode(), None, ctypes.byref(model)), "read the model")
         try:
@@ -566,9 +526,6 @@ class _CBinding:
         while self._handles:
             name, handle = self._handles.pop()
             getattr(self.lib, name)(handle)
-        if self._entered:
-            self._entered = False
-            _SignalStack.leave()
 
     name = "C API (libopenvino_c, ov_infer_request_infer)"
 
