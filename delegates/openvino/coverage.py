@@ -53,10 +53,9 @@ def version() -> str:
 
 @functools.lru_cache(maxsize=1)
 def core() -> Any:
-    """One OpenVINO Core for the whole process. Each Core's CPU plugin swaps the calling thread's
-    signal stack in and out (sigaltstack); two Cores whose lives overlap can leave the thread on a
-    stack that the first one frees, and the next signal (Ctrl-C) then kills the process with SIGSEGV
-    instead of raising KeyboardInterrupt. One Core, never freed, keeps the swaps nested."""
+    """One OpenVINO Core for the whole process, never freed: a Core's CPU plugin leaves the thread on
+    an alternate signal stack of its own, which freeing the Core frees, and the next signal (Ctrl-C)
+    then kills the process with SIGSEGV instead of raising KeyboardInterrupt (as in the runner)."""
     return openvino().Core()
 
 
