@@ -1,8 +1,9 @@
-"""Batch deploy against a real OpenSSH sshd on 127.0.0.1: one program on the device per deploy step.
+"""Batch deploy against a real OpenSSH sshd on 127.0.0.1: at most one program on the device per deploy.
 
-``deploy_files`` checks every file with one program run, ``SSHTransport.put_many`` verifies, renames
-and fsyncs every upload with one more; a redeploy that finds everything is one program run. The
-"device" is this machine, so the tests look at the remote side directly.
+``deploy_files`` looks at what is there, makes directories and reads free space through SFTP;
+``SSHTransport.put_many`` verifies, renames and fsyncs every upload with one program run; a redeploy
+that finds everything starts none. The "device" is this machine, so the tests look at the remote
+side directly.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from conftest import missing_prerequisite
 from support_faultproxy import FaultProxy
 from support_sshd import SshServer, pin_host_key
 
-from edgeq.devices.deploy import deploy_files
+from edgeq.devices.deploy import RemoteFile, deploy_files, remote_checks
 from edgeq.devices.transports.local import LocalTransport
 from edgeq.devices.transports.ssh import PART_SUFFIX, RetryPolicy, SSHTransport
 from edgeq.devices.transports.transport import CommandResult
@@ -85,14 +86,17 @@ def leftovers(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.endswith(PART_SUFFIX)]
 
 
-def test_first_deploy_is_two_program_runs_and_a_redeploy_one(
+def test_first_deploy_is_one_program_run_and_a_redeploy_none(
     trusted: SshServer, tmp_path: Path, files: list[Path]
 ) -> None:
+    """What is there, the directories and the free space go through SFTP; the one program verifies,
+    renames and fsyncs the uploads. A file at its content address with its size is not sent again;
+    one of another size (damaged on the device) is, alone."""
     wd = tmp_path / "device"
     kinds = [(files[0], "models"), (files[1], "runner"), (files[2], "lib")]
     with make(trusted, wd) as t:
         first = deploy_files(t, DEVICE_PYTHON, str(wd), kinds)
-        assert len(t.started) == 2, [a[:4] for a in t.started]  # check all, then finish all
+        assert len(t.started) == 1, [a[:4] for a in t.started]  # finish all
         assert [d.bytes_sent for d in first] == [f.stat().st_size for f in files]
         for d, f, (_, kind) in zip(first, files, kinds, strict=True):
             assert d.remote_path == f"{wd}/{kind}/{sha(f)}/{f.name}" and d.sha256 == sha(f)
@@ -100,26 +104,65 @@ def test_first_deploy_is_two_program_runs_and_a_redeploy_one(
         assert leftovers(wd) == [] and not (Path.cwd() / "x").exists()
         t.started.clear()
         again = deploy_files(t, DEVICE_PYTHON, str(wd), kinds)
-        assert len(t.started) == 1 and [d.bytes_sent for d in again] == [0, 0, 0]
+        assert t.started == [] and [d.bytes_sent for d in again] == [0, 0, 0]
         assert [d.remote_path for d in again] == [d.remote_path for d in first]
-        # one file changed: still one check, one finish, and only that file sent
+        # one file damaged on the device: one finish, and only that file sent
         Path(first[1].remote_path).write_bytes(b"damaged on the device")
-        t.started.clear()
         fixed = deploy_files(t, DEVICE_PYTHON, str(wd), kinds)
-        assert len(t.started) == 2 and [d.bytes_sent for d in fixed] == [0, files[1].stat().st_size, 0]
+        assert len(t.started) == 1 and [d.bytes_sent for d in fixed] == [0, files[1].stat().st_size, 0]
         assert Path(first[1].remote_path).read_bytes() == files[1].read_bytes()
 
 
 def test_an_absolute_workdir_needs_no_home_lookup(
     trusted: SshServer, tmp_path: Path, files: list[Path]
 ) -> None:
-    """The redeploy path is one command: no SFTP session is opened to learn the home directory."""
+    """The redeploy path starts no process and never asks for the home directory."""
     wd = tmp_path / "device"
     with make(trusted, wd) as t:
         deploy_files(t, DEVICE_PYTHON, t.workdir, [(files[2], "lib")])
     with make(trusted, wd) as t:
         assert deploy_files(t, DEVICE_PYTHON, t.workdir, [(files[2], "lib")])[0].bytes_sent == 0
-        assert t._sftp is None and t._home is None
+        assert t.started == [] and t._home is None
+
+
+class NoStatvfs(Counting):
+    """An SFTP server without OpenSSH's statvfs@openssh.com (as the transport finds it on one)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._statvfs_ext = False
+
+
+def test_a_server_that_cannot_tell_free_space_gets_one_check_program(
+    trusted: SshServer, tmp_path: Path, files: list[Path]
+) -> None:
+    """Without statvfs over SFTP the missing files' directories and free space come from the shell
+    check (one program for all of them), then the finish; a redeploy still starts none."""
+    wd = tmp_path / "device"
+    kinds = [(files[0], "models"), (files[2], "lib")]
+    with make(trusted, wd, NoStatvfs) as t:
+        first = deploy_files(t, DEVICE_PYTHON, str(wd), kinds)
+        assert [a[0] for a in t.started] == ["/bin/sh", DEVICE_PYTHON]
+        assert all(
+            Path(d.remote_path).read_bytes() == f.read_bytes() for d, (f, _) in zip(first, kinds, strict=True)
+        )
+        t.started.clear()
+        assert [d.bytes_sent for d in deploy_files(t, DEVICE_PYTHON, str(wd), kinds)] == [0, 0]
+        assert t.started == []
+
+
+def test_free_space_over_sftp_is_the_directory_s_own(trusted: SshServer, tmp_path: Path) -> None:
+    """prepare_dir makes the directory and reads statvfs through SFTP: the free bytes os.statvfs
+    sees there (give or take what others write meanwhile), one file system per st_dev."""
+    wd = tmp_path / "device"
+    with make(trusted, wd) as t:
+        space = t.prepare_dir(f"{wd}/models/abc")
+        other = t.prepare_dir(f"{wd}/lib/def")
+    assert (wd / "models" / "abc").is_dir() and (wd / "lib" / "def").is_dir()
+    st = os.statvfs(wd / "models" / "abc")
+    assert space is not None and other is not None
+    assert abs(space.free_bytes - st.f_bavail * st.f_frsize) < 64 << 20
+    assert space.device == other.device
 
 
 def test_a_file_listed_twice_is_sent_once(trusted: SshServer, tmp_path: Path, files: list[Path]) -> None:
@@ -193,7 +236,7 @@ def test_free_space_is_added_up_per_file_system(trusted: SshServer, tmp_path: Pa
         with make(trusted, wd) as t:
             with pytest.raises(DeviceError, match=r"free in .*, a\.tflite, b\.tflite need 0\.3 MiB"):
                 deploy_files(t, DEVICE_PYTHON, str(wd), [(a, "models"), (b, "models")])
-            assert len(t.started) == 1 and [p for p in mnt.rglob("*") if p.is_file()] == []
+            assert t.started == [] and [p for p in mnt.rglob("*") if p.is_file()] == []
             assert deploy_files(t, DEVICE_PYTHON, str(wd), [(a, "models")])[0].bytes_sent == 150_000
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
@@ -211,10 +254,10 @@ def test_local_transport_deploys_a_batch_and_checks_it_after(tmp_path: Path, fil
 
     with Local() as t:
         first = deploy_files(t, sys.executable, str(wd), [(f, "models") for f in files])
-        assert calls == ["check", "sync"]
+        assert calls == ["sync"]
         again = deploy_files(t, sys.executable, str(wd), [(f, "models") for f in files])
     assert [d.bytes_sent for d in first] == [f.stat().st_size for f in files]
-    assert [d.bytes_sent for d in again] == [0, 0, 0] and calls == ["check", "sync", "check"]
+    assert [d.bytes_sent for d in again] == [0, 0, 0] and calls == ["sync"]
     assert all(Path(d.remote_path).read_bytes() == f.read_bytes() for d, f in zip(first, files, strict=True))
 
 
@@ -313,15 +356,15 @@ def test_a_device_without_sha256sum_is_checked_by_python(
             return real_run(argv, *args, **kwargs)
 
         monkeypatch.setattr(t, "run", run)
-        again = deploy_files(t, sys.executable, str(wd), [(files[2], "lib")])
+        found = remote_checks(t, sys.executable, [first[0].remote_path], expected_bytes=3_000)
     assert calls == ["/bin/sh", sys.executable]
-    assert again[0].bytes_sent == 0 and again[0].remote_path == first[0].remote_path
+    assert found == [RemoteFile(sha(files[2]))]
 
 
 def test_some_files_together_and_others_alone_in_one_call(
     trusted: SshServer, tmp_path: Path, files: list[Path]
 ) -> None:
-    """An IR's two files share a directory named by both; the runner keeps its own; one check."""
+    """An IR's two files share a directory named by both; the runner keeps its own; one finish."""
     wd = tmp_path / "device"
     xml, bin_ = files[2], files[0]
     joint = hashlib.sha256((sha(xml) + sha(bin_)).encode()).hexdigest()
@@ -333,7 +376,7 @@ def test_some_files_together_and_others_alone_in_one_call(
             [(files[1], "runner"), (xml, "models"), (bin_, "models")],
             together={xml, bin_},
         )
-        assert len(t.started) == 2
+        assert len(t.started) == 1
     assert got[0].remote_path == f"{wd}/runner/{sha(files[1])}/{files[1].name}"
     assert [d.remote_path for d in got[1:]] == [
         f"{wd}/models/{joint}/{xml.name}",
@@ -350,7 +393,9 @@ def test_names_sha256sum_would_escape_are_checked_right(trusted: SshServer, tmp_
     with make(trusted, wd) as t:
         first = deploy_files(t, DEVICE_PYTHON, str(wd), [(f, "models")])
         t.started.clear()
-        again = deploy_files(t, DEVICE_PYTHON, str(wd), [(f, "models")])
+        found = remote_checks(
+            t, DEVICE_PYTHON, [first[0].remote_path, f"{wd}/models/x/y"], expected_bytes=1000
+        )
         assert t.started[0][0] == "/bin/sh" and len(t.started) == 1
-    assert first[0].bytes_sent == 1000 and again[0].bytes_sent == 0
+    assert first[0].bytes_sent == 1000 and found[0] == RemoteFile(sha(f)) and found[1].sha256 is None
     assert Path(first[0].remote_path).read_bytes() == f.read_bytes()

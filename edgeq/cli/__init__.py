@@ -5,6 +5,7 @@ One module per group of commands (train, pipeline, measure, devices); ``app`` ho
 
 from __future__ import annotations
 
+import gc
 import sys
 import traceback
 
@@ -59,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    # The process ends here: the garbage collector's passes over every module's objects at shutdown
+    # would cost a short command a tenth of its time (~50 ms here). Frozen objects are skipped by
+    # them; atexit handlers and finalizers still run.
+    gc.freeze()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

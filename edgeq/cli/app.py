@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from typer.core import TyperOption
 
 from edgeq.errors import UserInputError
 
@@ -26,16 +25,6 @@ app = typer.Typer(
 )
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
-
-_display_type_rich = TyperOption.display_type_rich
-
-
-def _flag_without_type(self: TyperOption, ctx: Any) -> str | None:
-    # Typer's rich help prints "<bool>" after every flag ("--json <bool>"), as if it took a value.
-    return None if self.is_flag else _display_type_rich(self, ctx)
-
-
-TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign]
 
 
 def _version(value: bool) -> None:

@@ -1,17 +1,17 @@
 """Content-addressed deploy: a file lands at ``<workdir>/<kind>/<sha256>/<basename>`` on the device.
 
-A file already there with the same sha256 is not sent again. Before anything is sent, the free space
-where it goes is checked (one line naming both sizes when it does not fit); what is sent is verified
-by sha256 on the device and its directory fsynced, so the final rename survives a power cut.
+A file gets that name only after the device verified its sha256 (and fsynced it and its directory,
+so the rename survives a power cut); one already there with the expected size is not sent again. Before anything is
+sent, the free space where it goes is checked (one line naming both sizes when it does not fit).
 
-:func:`deploy_files` does all of this for several files with one program on the device before the
-transfer (which files are there, whole and unchanged; free space; directories made) and, unless the
-transport verifies its own uploads (``put_many``, as SSH does), one after it: the cost of a deploy is
-two process starts on the device at most, one when nothing changed, whatever the number of files. Small files are checked by a POSIX shell
-script with ``sha256sum`` (a process start on the device costs a few ms, the device's Python tens
-of ms); large ones, where OpenSSL's hashing in Python wins, by a Python program.
-Only ``transport.run`` (with argument lists), ``transport.put`` and ``transport.get`` are needed, so
-any Transport works. Remote paths are POSIX paths and always stay inside ``workdir``.
+:func:`deploy_files` does all of this for several files. What is there, the directories and the free
+space are asked without starting a process on the device (``file_sizes`` and ``prepare_dir``, SFTP
+on SSH), so an unchanged redeploy starts none; the upload is verified by one program on the device
+(the transport's ``put_many``, as SSH does) or one check after plain ``put``s. A device whose SFTP
+server cannot tell free space gets one check program before the transfer instead: a POSIX shell
+script with ``sha256sum`` for small files (a process start costs a few ms, the device's Python tens
+of ms), a Python program for large ones, where OpenSSL's hashing in Python wins.
+Commands are argument lists; remote paths are POSIX paths and always stay inside ``workdir``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from edgeq.devices.paths import SHA256_HEX, check_workdir, remote_path_for
-from edgeq.devices.transports.transport import Transport
+from edgeq.devices.transports.transport import FreeSpace, Transport
 from edgeq.errors import DeviceError, UserInputError
 from edgeq.files import sha256_file
 
@@ -270,9 +270,10 @@ def deploy_files(
     OpenVINO IR's ``.xml`` and ``.bin``); each is still verified by its own sha256. So a run's runner,
     library and a two-file model deploy in one call: ``together={xml, bin}``.
 
-    One program on the device checks them all (and makes their directories); only the missing or
-    changed ones are sent, after a free-space check that adds their sizes per file system; then they
-    are verified (by the transport's ``put_many`` when it has one, else by one more program run).
+    What is there is looked up by size at its content address (see :func:`_look`); only the missing
+    ones are sent, after a free-space check that adds their sizes per file system; then they are
+    verified by sha256 on the device (by the transport's ``put_many`` when it has one, else by one
+    program run).
 
     ``deploy_files(t, "python3", "/home/pi/edgeq", [(Path("runner.pyz"), "runner"),
     (Path("m.tflite"), "models")])`` gives ``[Deployed("/home/pi/edgeq/runner/<sha>/runner.pyz", "<sha>",
@@ -296,9 +297,7 @@ def deploy_files(
         remote = remote_path_for(workdir, kind, (group if member else None) or sha, local.name)
         wanted.append(_Local(local, kind, sha, local.stat().st_size, remote))
     unique = list({w.remote: w for w in wanted}.values())
-    size = sum(w.size for w in unique)
-    checked = remote_checks(transport, python, [w.remote for w in unique], expected_bytes=size)
-    there = {w.remote: found for w, found in zip(unique, checked, strict=True)}
+    there = _look(transport, python, unique)
     missing = [w for w in unique if there[w.remote].sha256 != w.sha256]
     _check_free_space(transport, missing, there)
     sent: dict[str, int] = {}
@@ -321,6 +320,30 @@ def deploy_files(
     for w in wanted:
         result.append(Deployed(w.remote, w.sha256, sent.pop(w.remote, 0)))  # a repeat was sent once
     return result
+
+
+def _look(transport: Transport, python: str, unique: Sequence[_Local]) -> dict[str, RemoteFile]:
+    """What the device has of ``unique``, asked without starting a process there when it can be.
+
+    A file at its content address with the expected size is the one wanted: it got that name only
+    after the device verified its sha256 (as rsync trusts size and mtime, no byte is read again). For
+    the others their directory is made and its free space asked (SFTP on SSH); a device that cannot
+    say its free space that way gets one check program for them, which also hashes what is there."""
+    sizes = transport.file_sizes([w.remote for w in unique])
+    there = {w.remote: RemoteFile(w.sha256) for w, n in zip(unique, sizes, strict=True) if n == w.size}
+    missing = [w for w in unique if w.remote not in there]
+    spaces: dict[str, FreeSpace | None] = {}
+    for w in missing:
+        directory = posixpath.dirname(w.remote)
+        if directory not in spaces:
+            spaces[directory] = transport.prepare_dir(directory)
+        space = spaces[directory]
+        if space is None:
+            size = sum(m.size for m in missing)
+            checked = remote_checks(transport, python, [m.remote for m in missing], expected_bytes=size)
+            return there | {m.remote: found for m, found in zip(missing, checked, strict=True)}
+        there[w.remote] = RemoteFile(None, space.free_bytes, space.device)
+    return there
 
 
 def _check_free_space(transport: Transport, missing: list[_Local], there: dict[str, RemoteFile]) -> None:

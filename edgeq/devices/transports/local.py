@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edgeq.devices.paths import check_workdir
-from edgeq.devices.transports.transport import ClosingContext, CommandResult, stop_process
+from edgeq.devices.transports.transport import ClosingContext, CommandResult, FreeSpace, stop_process
 from edgeq.errors import DeviceError
 from edgeq.files import atomic_path
 
@@ -108,3 +108,11 @@ class LocalTransport(ClosingContext):
 
     def is_executable(self, remote: str) -> bool:
         return Path(remote).is_file() and os.access(remote, os.X_OK)
+
+    def file_sizes(self, remotes: Sequence[str]) -> list[int | None]:
+        return [os.stat(r).st_size if os.path.isfile(r) else None for r in remotes]
+
+    def prepare_dir(self, remote: str) -> FreeSpace:
+        os.makedirs(remote, exist_ok=True)
+        st = os.statvfs(remote)
+        return FreeSpace(st.f_bavail * st.f_frsize, f"dev{os.stat(remote).st_dev}")

@@ -22,6 +22,15 @@ class CommandResult:
     stderr: str
 
 
+@dataclass(frozen=True)
+class FreeSpace:
+    """Bytes an unprivileged writer may still use in a directory, and which file system it is on
+    (``device``: equal for two directories on one file system, so sizes add up per file system)."""
+
+    free_bytes: int
+    device: str
+
+
 class Transport(Protocol):
     """What every transport (local subprocess, SSH) offers."""
 
@@ -47,6 +56,16 @@ class Transport(Protocol):
     def is_executable(self, remote: str) -> bool:
         """Whether ``remote`` is a regular file (links followed) with an execute bit, asked without
         starting a process on the device."""
+        ...
+
+    def file_sizes(self, remotes: Sequence[str]) -> list[int | None]:
+        """For each path, the size of the regular file there (links followed), None when there is
+        none; asked without starting a process on the device."""
+        ...
+
+    def prepare_dir(self, remote: str) -> FreeSpace | None:
+        """``mkdir -p`` of ``remote`` and the free space there, without starting a process on the
+        device; None when the device cannot tell its free space that way (nothing is made then)."""
         ...
 
     def connect(self) -> str:
