@@ -152,17 +152,29 @@ def test_a_server_that_cannot_tell_free_space_gets_one_check_program(
 
 
 def test_free_space_over_sftp_is_the_directory_s_own(trusted: SshServer, tmp_path: Path) -> None:
-    """prepare_dir makes the directory and reads statvfs through SFTP: the free bytes os.statvfs
-    sees there (give or take what others write meanwhile), one file system per st_dev."""
+    """prepare_dirs makes the directories (and the workdir) and reads statvfs through SFTP: the free
+    bytes os.statvfs sees there (give or take what others write meanwhile), one file system each."""
     wd = tmp_path / "device"
     with make(trusted, wd) as t:
-        space = t.prepare_dir(f"{wd}/models/abc")
-        other = t.prepare_dir(f"{wd}/lib/def")
-    assert (wd / "models" / "abc").is_dir() and (wd / "lib" / "def").is_dir()
+        spaces = t.prepare_dirs([f"{wd}/models/abc", f"{wd}/lib/def/ghi"])
+        assert t.started == []
+    assert (wd / "models" / "abc").is_dir() and (wd / "lib" / "def" / "ghi").is_dir()
     st = os.statvfs(wd / "models" / "abc")
-    assert space is not None and other is not None
-    assert abs(space.free_bytes - st.f_bavail * st.f_frsize) < 64 << 20
-    assert space.device == other.device
+    assert spaces is not None and len(spaces) == 2
+    assert abs(spaces[0].free_bytes - st.f_bavail * st.f_frsize) < 64 << 20
+    assert spaces[0].device == spaces[1].device
+
+
+def test_a_workdir_whose_parent_is_missing_is_made_by_the_check_program(
+    trusted: SshServer, tmp_path: Path, files: list[Path]
+) -> None:
+    """SFTP makes directories inside the workdir only; when the workdir's own parent is missing the
+    shell check's ``mkdir -p`` makes the whole path, and the deploy goes on."""
+    wd = tmp_path / "not" / "yet" / "device"
+    with make(trusted, wd) as t:
+        got = deploy_files(t, DEVICE_PYTHON, str(wd), [(files[2], "lib")])
+        assert [a[0] for a in t.started] == ["/bin/sh", DEVICE_PYTHON]
+    assert Path(got[0].remote_path).read_bytes() == files[2].read_bytes()
 
 
 def test_a_file_listed_twice_is_sent_once(trusted: SshServer, tmp_path: Path, files: list[Path]) -> None:

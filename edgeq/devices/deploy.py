@@ -5,7 +5,7 @@ so the rename survives a power cut); one already there with the expected size is
 sent, the free space where it goes is checked (one line naming both sizes when it does not fit).
 
 :func:`deploy_files` does all of this for several files. What is there, the directories and the free
-space are asked without starting a process on the device (``file_sizes`` and ``prepare_dir``, SFTP
+space are asked without starting a process on the device (``file_sizes`` and ``prepare_dirs``, SFTP
 on SSH), so an unchanged redeploy starts none; the upload is verified by one program on the device
 (the transport's ``put_many``, as SSH does) or one check after plain ``put``s. A device whose SFTP
 server cannot tell free space gets one check program before the transfer instead: a POSIX shell
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from edgeq.devices.paths import SHA256_HEX, check_workdir, remote_path_for
-from edgeq.devices.transports.transport import FreeSpace, Transport
+from edgeq.devices.transports.transport import Transport
 from edgeq.errors import DeviceError, UserInputError
 from edgeq.files import sha256_file
 
@@ -332,17 +332,16 @@ def _look(transport: Transport, python: str, unique: Sequence[_Local]) -> dict[s
     sizes = transport.file_sizes([w.remote for w in unique])
     there = {w.remote: RemoteFile(w.sha256) for w, n in zip(unique, sizes, strict=True) if n == w.size}
     missing = [w for w in unique if w.remote not in there]
-    spaces: dict[str, FreeSpace | None] = {}
+    directories = list(dict.fromkeys(posixpath.dirname(w.remote) for w in missing))
+    spaces = transport.prepare_dirs(directories) if missing else []
+    if spaces is None:
+        size = sum(w.size for w in missing)
+        checked = remote_checks(transport, python, [w.remote for w in missing], expected_bytes=size)
+        return there | {w.remote: found for w, found in zip(missing, checked, strict=True)}
+    space = dict(zip(directories, spaces, strict=True))
     for w in missing:
-        directory = posixpath.dirname(w.remote)
-        if directory not in spaces:
-            spaces[directory] = transport.prepare_dir(directory)
-        space = spaces[directory]
-        if space is None:
-            size = sum(m.size for m in missing)
-            checked = remote_checks(transport, python, [m.remote for m in missing], expected_bytes=size)
-            return there | {m.remote: found for m, found in zip(missing, checked, strict=True)}
-        there[w.remote] = RemoteFile(None, space.free_bytes, space.device)
+        free = space[posixpath.dirname(w.remote)]
+        there[w.remote] = RemoteFile(None, free.free_bytes, free.device)
     return there
 
 

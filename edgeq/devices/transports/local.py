@@ -112,7 +112,10 @@ class LocalTransport(ClosingContext):
     def file_sizes(self, remotes: Sequence[str]) -> list[int | None]:
         return [os.stat(r).st_size if os.path.isfile(r) else None for r in remotes]
 
-    def prepare_dir(self, remote: str) -> FreeSpace:
-        os.makedirs(remote, exist_ok=True)
-        st = os.statvfs(remote)
-        return FreeSpace(st.f_bavail * st.f_frsize, f"dev{os.stat(remote).st_dev}")
+    def prepare_dirs(self, remotes: Sequence[str]) -> list[FreeSpace]:
+        spaces = []
+        for remote in remotes:
+            os.makedirs(remote, exist_ok=True)
+            st = os.statvfs(remote)
+            spaces.append(FreeSpace(st.f_bavail * st.f_frsize, f"dev{os.stat(remote).st_dev}"))
+        return spaces

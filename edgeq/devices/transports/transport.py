@@ -63,9 +63,9 @@ class Transport(Protocol):
         none; asked without starting a process on the device."""
         ...
 
-    def prepare_dir(self, remote: str) -> FreeSpace | None:
-        """``mkdir -p`` of ``remote`` and the free space there, without starting a process on the
-        device; None when the device cannot tell its free space that way (nothing is made then)."""
+    def prepare_dirs(self, remotes: Sequence[str]) -> list[FreeSpace] | None:
+        """``mkdir -p`` of each directory and its free space, without starting a process on the
+        device; None when the device cannot tell that way."""
         ...
 
     def connect(self) -> str:
