@@ -25,7 +25,7 @@ from support_sshd import SshServer, pin_host_key
 
 from edgeq.devices.deploy import RemoteFile, deploy_files, remote_checks
 from edgeq.devices.transports.local import LocalTransport
-from edgeq.devices.transports.ssh import PART_SUFFIX, RetryPolicy, SSHTransport
+from edgeq.devices.transports.ssh import PART_SUFFIX, ConnectionLost, RetryPolicy, SSHTransport
 from edgeq.devices.transports.transport import CommandResult
 from edgeq.errors import DeviceError
 
@@ -163,6 +163,23 @@ def test_free_space_over_sftp_is_the_directory_s_own(trusted: SshServer, tmp_pat
     assert spaces is not None and len(spaces) == 2
     assert abs(spaces[0].free_bytes - st.f_bavail * st.f_frsize) < 64 << 20
     assert spaces[0].device == spaces[1].device
+
+
+def test_a_link_that_goes_silent_while_looking_is_one_connection_lost(
+    trusted: SshServer, tmp_path: Path, files: list[Path]
+) -> None:
+    """The pipelined SFTP requests wait io_timeout_s for their answers, then one ConnectionLost line."""
+    wd = tmp_path / "device"
+    with FaultProxy((trusted.host, trusted.port)) as px:
+        pin_host_key(Path(os.environ["HOME"]), trusted, port=px.port)
+        with make(trusted, wd, port=px.port, io_timeout_s=1.0) as t:
+            assert t.file_sizes([f"{wd}/lib/x"]) == [None]
+            px.freeze()
+            t0 = time.monotonic()
+            with pytest.raises(ConnectionLost, match="lost while looking at files") as e:
+                deploy_files(t, DEVICE_PYTHON, str(wd), [(files[2], "lib")])
+            assert time.monotonic() - t0 < 10 and "\n" not in str(e.value)
+            assert t.started == []
 
 
 def test_a_workdir_whose_parent_is_missing_is_made_by_the_check_program(

@@ -1,8 +1,9 @@
 """Content-addressed deploy: a file lands at ``<workdir>/<kind>/<sha256>/<basename>`` on the device.
 
 A file gets that name only after the device verified its sha256 (and fsynced it and its directory,
-so the rename survives a power cut); one already there with the expected size is not sent again. Before anything is
-sent, the free space where it goes is checked (one line naming both sizes when it does not fit).
+so the rename survives a power cut); one already there with the expected size is not sent again.
+Before anything is sent, the free space where it goes is checked (one line naming both sizes when it
+does not fit).
 
 :func:`deploy_files` does all of this for several files. What is there, the directories and the free
 space are asked without starting a process on the device (``file_sizes`` and ``prepare_dirs``, SFTP

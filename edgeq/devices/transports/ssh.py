@@ -728,9 +728,16 @@ class SSHTransport(ClosingContext):
         uses: each answer is handed to the object its request was sent with."""
         sftp: Any = self._sftp_client()
         replies = _Replies()
-        numbers = [sftp._async_request(replies, kind, *args) for kind, args in requests]
-        while len(replies.got) < len(numbers):
-            sftp._read_response()
+        try:
+            numbers = [sftp._async_request(replies, kind, *args) for kind, args in requests]
+            while len(replies.got) < len(numbers):
+                sftp._read_response()
+        except _NET_ERRORS as exc:
+            self._drop()
+            raise ConnectionLost(
+                f"connection to {self.name} lost while looking at files: {_reason(exc)}",
+                f"retry; if it persists check the device with: edgeq devices check {self.name}",
+            ) from exc
         return [replies.got[n] for n in numbers]
 
     def makedirs(self, remote: str) -> None:
