@@ -12,12 +12,17 @@ travels with it. For each host, seven alternating pairs of whole commands, after
 * unchanged redeploy (0 bytes sent): the same edgeq command again, vs an ``rsync -a`` of the same two
   files that finds nothing to send.
 
-``vs_scp`` and ``vs_rsync`` are medians of the pairwise ratios (edgeq / other), as the commands ran in
-turn; targets ≤ 1.5 and ≤ 1.0. The last stdout line is one JSON object: ``{"model_bytes", "runs",
-"plain": {first_s, first_bytes, redeploy_s, redeploy_bytes, first_cmd_s, scp_s, redeploy_cmd_s,
-rsync_s, vs_scp, vs_rsync}, "degraded": {...}, "vs_scp", "vs_rsync"}``: ``first_s``/``redeploy_s`` are
-the command's own timing (``--json`` ``seconds``, one run each), ``*_cmd_s``, ``scp_s``, ``rsync_s``
-medians of whole commands (seconds, wall), the top-level ratios those of ``plain``.
+* the floor of a Python client (``FLOOR``): an interpreter that imports what edgeq's CLI stands on
+  (typer, rich, paramiko), connects with the same key, opens SFTP and stats the two deployed files,
+  vs the same rsync: what an unchanged redeploy cannot go below without leaving Python.
+
+``vs_scp``, ``vs_rsync`` and ``floor_vs_rsync`` are medians of the pairwise ratios (the first command /
+the other), as the commands ran in turn; targets ≤ 1.5 and ≤ 1.0. The last stdout line is one JSON
+object: ``{"model_bytes", "runs", "plain": {first_s, first_bytes, redeploy_s, redeploy_bytes,
+first_cmd_s, scp_s, redeploy_cmd_s, rsync_s, vs_scp, vs_rsync, floor_s, floor_vs_rsync}, "degraded":
+{...}, "vs_scp", "vs_rsync"}``: ``first_s``/``redeploy_s`` are the command's own timing (``--json``
+``seconds``, one run each), ``*_cmd_s``, ``scp_s``, ``rsync_s``, ``floor_s`` medians of whole commands
+(seconds, wall), the top-level ratios those of ``plain``.
 
     .venv/bin/python scripts/bench_deploy.py   # as root (network namespaces); needs scp and rsync
 """
@@ -54,6 +59,26 @@ FARM_ENV = {
     "EDGEQ_FARM_EGRESS": "0",
 }
 EDGEQ = Path(sys.executable).with_name("edgeq")
+
+
+# The least a Python client does for an unchanged redeploy: import what edgeq's CLI stands on, connect,
+# open SFTP, stat the files. argv: host port user key known_hosts path...
+FLOOR = """
+import gc, sys
+import rich.console, typer
+from edgeq.devices.transports import ssh_config
+ssh_config.defer_invoke()  # as edgeq does: paramiko's optional invoke is not imported
+import paramiko
+host, port, user, key, known_hosts, *paths = sys.argv[1:]
+client = paramiko.SSHClient()
+client.load_host_keys(known_hosts)
+client.connect(host, int(port), user, key_filename=key, allow_agent=False, look_for_keys=False)
+sftp = client.open_sftp()
+for path in paths:
+    sftp.stat(path)
+client.close()
+gc.freeze()
+"""
 
 
 def log(msg: str) -> None:
@@ -150,6 +175,11 @@ def bench_host(
             raise SystemExit(f"rsync would still send something: {check.stdout.strip()[:200]}")
         first_cmd_s, scp_s, vs_scp = alternate((deploy, gone(wd)), (scp, fresh(scp_dir)), env)
         redeploy_cmd_s, rsync_s, vs_rsync = alternate((deploy, None), (rsync, None), env)
+        h = next(h for h in farm["hosts"] if h["name"] == name)
+        there = [again["model"]["remote_path"], again["runner"]["remote_path"]]
+        floor = [sys.executable, "-c", FLOOR, h["address"], str(h["port"]), h["user"]]
+        floor += [h["identity_file"], h["known_hosts"], *there]
+        floor_s, _, floor_vs_rsync = alternate((floor, None), (rsync, None), env)
     finally:
         for d in (wd, scp_dir, rsync_dir):
             shutil.rmtree(d, ignore_errors=True)
@@ -164,6 +194,8 @@ def bench_host(
         "rsync_s": round(rsync_s, 3),
         "vs_scp": round(vs_scp, 2),
         "vs_rsync": round(vs_rsync, 2),
+        "floor_s": round(floor_s, 3),
+        "floor_vs_rsync": round(floor_vs_rsync, 2),
     }
     return out
 
