@@ -17,6 +17,8 @@ a new store at once migrate it once.
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,23 @@ def create_engine(url: URL) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
 
 
+def _into_wal(cur: Any) -> str:
+    """``PRAGMA journal_mode = WAL``, retried while the database is locked: two processes switching a
+    new store at once both hold a shared lock and want the exclusive one, and SQLite answers one of
+    them "database is locked" at once instead of calling its busy handler (a deadlock it avoids). The
+    other one's switch takes milliseconds; then the pragma finds WAL already set."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    delay = 0.005
+    while True:
+        try:
+            return str(cur.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.2)
+
+
 def _sqlite_setup(engine: sa.Engine) -> None:
     """WAL, busy timeout, foreign keys, and transactions begun by SQLAlchemy (not pysqlite)."""
 
@@ -118,8 +137,8 @@ def _sqlite_setup(engine: sa.Engine) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-        mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
+        mode = _into_wal(cur)
+        if mode.lower() != "wal":
             raise UserInputError(
                 f"the results store could not be put in WAL mode (journal mode {mode})",
                 "put the store on a local file system (--db PATH), not a network share",
