@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from edgeq.cli.app import HostOpt, JsonOpt, ProfilesOpt, TrustOpt, err, out
+from edgeq.cli.app import HostOpt, JsonOpt, ProfilesOpt, TrustOpt, err, out, table
 from edgeq.errors import EXIT_DEVICE
 
 if TYPE_CHECKING:
@@ -60,21 +59,21 @@ def list_cmd(profiles: ProfilesOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json([r.to_dict() for r in rows])
         return
-    table = Table(show_edge=False, pad_edge=False)
-    table.add_column("name", no_wrap=True)
-    table.add_column("arch", no_wrap=True)
+    t = table(show_edge=False, pad_edge=False)
+    t.add_column("name", no_wrap=True)
+    t.add_column("arch", no_wrap=True)
     for col in ("runtime", "delegate", "host", "source"):
-        table.add_column(col, overflow="fold")
+        t.add_column(col, overflow="fold")
     for r in rows:
         if r.error:
-            table.add_row(r.name, "", "", "", "", f"{r.source}\n[red]{r.error}[/]")
+            t.add_row(r.name, "", "", "", "", f"{r.source}\n[red]{r.error}[/]")
             continue
         source = _src(r.source)
         if r.shadows:
             source += f" [dim](shadows {', '.join(_src(s) for s in r.shadows)})[/]"
         host = f"[dim]{r.host}[/]" if r.host == "(set host)" else r.host
-        table.add_row(r.name, r.arch, r.runtime, r.delegate, host, source)
-    out.print(table)
+        t.add_row(r.name, r.arch, r.runtime, r.delegate, host, source)
+    out.print(t)
 
 
 def _src(source: str) -> str:

@@ -14,15 +14,17 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.live import Live
-from rich.table import Table
 
 from edgeq import api
-from edgeq.cli.app import JsonOpt, ProfilesOpt, err, out
+from edgeq.cli.app import JsonOpt, ProfilesOpt, err, out, table
 from edgeq.errors import DeviceError, GateFailed
+
+if TYPE_CHECKING:
+    from rich.live import Live
+    from rich.table import Table
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -96,6 +98,8 @@ class FarmProgress:
                 soft_wrap=True,
             )
             if err.is_terminal:
+                from rich.live import Live
+
                 self.live = Live(self._table(), console=err, refresh_per_second=4, transient=False)
                 self.live.start()
             return
@@ -144,7 +148,7 @@ class FarmProgress:
             err.print(text, soft_wrap=True, highlight=False)
 
     def _table(self) -> Table:
-        t = Table(show_edge=False, pad_edge=False, box=None)
+        t = table(show_edge=False, pad_edge=False, box=None)
         for col in ("board", "state", "model", "ok", "failed", "now"):
             t.add_column(col, no_wrap=col != "now", overflow="ellipsis")
         for name, r in sorted(self.rows.items()):
@@ -226,7 +230,7 @@ def _show_plan(plan: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps(plan.to_dict(), indent=2))
         return
-    t = Table(show_edge=False, pad_edge=False)
+    t = table(show_edge=False, pad_edge=False)
     for col in ("model", "device", "address", "delegate", "runs", "warmup", "threads", "timeout s"):
         t.add_column(col, no_wrap=True)
     for p in plan.pairs:
@@ -240,7 +244,7 @@ def _show_plan(plan: Any, as_json: bool) -> None:
 
 
 def _render_outcome(outcome: Any) -> None:
-    t = Table(show_edge=False, pad_edge=False)
+    t = table(show_edge=False, pad_edge=False)
     for col in ("board", "state", "ok", "failed", "busy s", "note"):
         t.add_column(col, no_wrap=col != "note")
     for name, b in sorted(outcome.boards.items()):
@@ -304,7 +308,7 @@ def runs_cmd(
     if as_json:
         print(json.dumps([r.to_dict() for r in rows], indent=2))
         return
-    t = Table(show_edge=False, pad_edge=False)
+    t = table(show_edge=False, pad_edge=False)
     for col in ("run", "farm", "status", "started", "host", "baselines"):
         t.add_column(col, no_wrap=True)
     for r in rows:
@@ -328,7 +332,7 @@ def show_cmd(run: RunArg, db: DbOpt = None, as_json: JsonOpt = False) -> None:
         return
     r = data["run"]
     out.print(f"run {r['id']} ({r['farm']}): {r['status']}, started {r['started_at']} on {r['host']}")
-    t = Table(show_edge=False, pad_edge=False)
+    t = table(show_edge=False, pad_edge=False)
     for col in ("model", "device", "status", "rounds", "p50 µs", "energy mJ", "top-1 %", "peak kB", "note"):
         t.add_column(col, no_wrap=col != "note")
     for p in data["pairs"]:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from edgeq import api
 from edgeq.cli.app import (
@@ -22,6 +21,7 @@ from edgeq.cli.app import (
     data_options,
     out,
     print_json,
+    table,
     target,
 )
 from edgeq.errors import EXIT_GATE, EdgeqError
@@ -110,7 +110,7 @@ def summary(report: api.Report, as_json: bool) -> None:
         print_json(report)
         return
     acc = report.accuracy
-    t = Table(title="edgeq pipeline", show_header=True)
+    t = table(title="edgeq pipeline", show_header=True)
     t.add_column("model")
     t.add_column("test accuracy", justify="right")
     for key in ("teacher_float", "student_float", "student_int8_qat", "student_int8_ptq"):

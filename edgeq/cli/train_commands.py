@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from edgeq import api
 from edgeq.cli.app import (
@@ -23,6 +22,7 @@ from edgeq.cli.app import (
     emit,
     out,
     print_json,
+    table,
 )
 from edgeq.errors import UserInputError
 
@@ -172,7 +172,7 @@ def inspect(
 
 
 def render_coverage(cov: dict[str, Any]) -> None:
-    t = Table(title=f"placement on {cov['delegate']} ({cov['source']})")
+    t = table(title=f"placement on {cov['delegate']} ({cov['source']})")
     for col in ("#", "op", "placement", "reason"):
         t.add_column(col)
     for op in cov["ops"]:
@@ -189,14 +189,14 @@ def _render_inspect(info: dict[str, Any]) -> None:
     out.print(
         f"[bold]{info['path']}[/]  {info['size_bytes']} bytes  sha256 {info['sha256'][:16]}…  {verdict}"
     )
-    ops = Table(title="ops")
+    ops = table(title="ops")
     ops.add_column("op")
     ops.add_column("count", justify="right")
     for name, n in info["op_counts"].items():
         ops.add_row(name, str(n))
     out.print(ops)
     if info.get("custom_ops"):
-        c = Table(title="custom ops (docs/custom_ops.md)")
+        c = table(title="custom ops (docs/custom_ops.md)")
         for col in ("#", "op", "weights", "packed bytes", "bits/weight", "nonzero", "options"):
             c.add_column(col)
         for op in info["custom_ops"]:
@@ -218,7 +218,7 @@ def _render_inspect(info: dict[str, Any]) -> None:
                 opts,
             )
         out.print(c)
-    t = Table(title="tensors")
+    t = table(title="tensors")
     for col in ("#", "name", "role", "dtype", "shape", "scale", "zero point"):
         t.add_column(col)
     for ten in info["tensors"]:
@@ -244,7 +244,7 @@ def _render_quant_debug(info: dict[str, Any]) -> None:
     main = models[0] if models else {}
     others = [m["role"] for m in models[1:]]
     src = (main.get("source") or {}).get("file", "?")
-    d = Table(
+    d = table(
         title=f"per-layer error of {main.get('file', 'the model')} ({main.get('quantization', '?')}) against {src}"
     )
     for col in (
