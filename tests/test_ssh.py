@@ -330,7 +330,7 @@ def test_put_get_round_trip(trusted: SshServer, wd: Path, tmp_path: Path) -> Non
         assert (wd / "models" / "abc" / name).read_bytes() == data
         assert not list((wd / "models" / "abc").glob(f"*{PART_SUFFIX}"))
         assert t.sha256(remote) == hashlib.sha256(data).hexdigest()
-        assert t.stat_size(remote) == len(data) and t.stat_size(t.path("nope")) is None
+        assert t.file_sizes([remote, t.path("nope")]) == [len(data), None]
         back = tmp_path / "back" / "m.tflite"
         t.get(remote, back)
         assert back.read_bytes() == data

@@ -651,19 +651,6 @@ class SSHTransport(ClosingContext):
             )
         return None if answer[0] == "missing" else answer[0]
 
-    def stat_size(self, remote: str) -> int | None:
-        """Size of a remote file in bytes, or None when it does not exist."""
-        path = self._confine(remote)
-        try:
-            st = self._sftp_client().stat(path)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                return None
-            raise
-        return int(st.st_size or 0)
-
     def is_executable(self, remote: str) -> bool:
         """``test -x`` through SFTP: no shell or process start on the device (a login shell's rc
         files alone can cost 100 ms and more per command)."""
@@ -678,9 +665,9 @@ class SSHTransport(ClosingContext):
     def file_sizes(self, remotes: Sequence[str]) -> list[int | None]:
         """The size of each regular file: SFTP stats, all in one round trip, no process started."""
         answers = self._pipelined([(CMD_STAT, (self._confine(r),)) for r in remotes])
+        attrs: Any = paramiko.SFTPAttributes  # its _from_msg reads an ATTRS answer (else it is a status)
         sizes: list[int | None] = []
         for kind, msg in answers:
-            attrs: Any = paramiko.SFTPAttributes  # its _from_msg reads an ATTRS answer (else a status)
             st = attrs._from_msg(msg) if kind == CMD_ATTRS else None
             sizes.append(st.st_size if st is not None and stat.S_ISREG(st.st_mode or 0) else None)
         return sizes
@@ -739,11 +726,6 @@ class SSHTransport(ClosingContext):
                 f"retry; if it persists check the device with: edgeq devices check {self.name}",
             ) from exc
         return [replies.got[n] for n in numbers]
-
-    def makedirs(self, remote: str) -> None:
-        """``mkdir -p`` inside the workdir (the workdir itself is created as needed)."""
-        path = self.workdir if remote in ("", ".", self.workdir) else self._confine(remote)
-        self._sftp_makedirs(self._sftp_client(), path)
 
     def remove(self, remote: str) -> None:
         """Remove a file inside the workdir; a missing file is fine."""
