@@ -149,7 +149,9 @@ class VerifiedBatchPut(Protocol):
     """A transport whose ``put_many`` verifies each file by sha256 on the device before renaming it
     onto its final name and fsyncs the directories (SSHTransport): no check is needed afterwards."""
 
-    def put_many(self, items: Sequence[tuple[Path, str]]) -> list[int]: ...
+    def put_many(
+        self, items: Sequence[tuple[Path, str]], sha256s: Sequence[str] | None = None
+    ) -> list[int]: ...
 
 
 def remote_checks(
@@ -305,7 +307,7 @@ def deploy_files(
     if missing:
         items = [(w.path, w.remote) for w in missing]
         if isinstance(transport, VerifiedBatchPut):
-            counts = transport.put_many(items)
+            counts = transport.put_many(items, [w.sha256 for w in missing])  # hashed above already
         else:
             counts = [transport.put(local, remote) for local, remote in items]
             landed = remote_checks(transport, python, [w.remote for w in missing], sync=True)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import posixpath
@@ -65,6 +64,7 @@ from edgeq.devices.paths import (  # noqa: E402
 from edgeq.devices.transports.known_hosts import KnownHosts  # noqa: E402
 from edgeq.devices.transports.transport import ClosingContext, CommandResult, FreeSpace  # noqa: E402
 from edgeq.errors import DeviceError, UserInputError  # noqa: E402
+from edgeq.files import sha256_file  # noqa: E402
 
 if TYPE_CHECKING:
     from edgeq.devices.profile import DeviceProfile
@@ -207,13 +207,7 @@ class RetryPolicy:
 
 def file_digest(path: Path) -> tuple[int, str]:
     """(size in bytes, sha256 hex) of a local file."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-            size += len(block)
-    return size, h.hexdigest()
+    return path.stat().st_size, sha256_file(path)
 
 
 class ConnectionLost(DeviceError):
@@ -754,17 +748,18 @@ class SSHTransport(ClosingContext):
         (counting resent bytes). Survives dropped connections by resuming."""
         return self.put_many([(local, remote)])[0]
 
-    def put_many(self, items: Sequence[tuple[Path, str]]) -> list[int]:
+    def put_many(self, items: Sequence[tuple[Path, str]], sha256s: Sequence[str] | None = None) -> list[int]:
         """Copy each ``(local, remote)`` as :meth:`put` does, with one program on the device for all of
         them (fsync unless the server did it, sha256 compared, rename, directory fsync): a second file
-        costs no extra process start on the device. Returns the bytes sent for each, in order."""
+        costs no extra process start on the device. Returns the bytes sent for each, in order.
+        ``sha256s``: the files' digests when the caller has them (else each file is read once more)."""
         uploads: list[_Upload] = []
         by_final: dict[str, _Upload] = {}
-        for local, remote in items:
+        for i, (local, remote) in enumerate(items):
             local = Path(local)
             if not local.is_file():
                 raise UserInputError(f"file not found: {local}", "check the path")
-            size, sha = file_digest(local)
+            size, sha = (local.stat().st_size, sha256s[i]) if sha256s is not None else file_digest(local)
             final = self._confine(remote)
             same = by_final.get(final)
             if same is not None and same.sha != sha:
