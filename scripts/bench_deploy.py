@@ -12,17 +12,23 @@ travels with it. For each host, seven alternating pairs of whole commands, after
 * unchanged redeploy (0 bytes sent): the same edgeq command again, vs an ``rsync -a`` of the same two
   files that finds nothing to send.
 
-* the floor of a Python client (``FLOOR``): an interpreter that imports what edgeq's CLI stands on
-  (typer, rich, paramiko), connects with the same key, opens SFTP and stats the two deployed files,
-  vs the same rsync: what an unchanged redeploy cannot go below without leaving Python.
+Both as a user runs them (the default: the connection kept between commands by a keeper, as OpenSSH's
+ControlPersist would; ``vs_scp``, ``vs_rsync``), then again with every edgeq command making its own
+connection (``EDGEQ_SSH_PERSIST_S=0``: ``vs_scp_own_connection``, ``vs_rsync_own_connection``). scp
+and rsync connect every time in both.
 
-``vs_scp``, ``vs_rsync`` and ``floor_vs_rsync`` are medians of the pairwise ratios (the first command /
-the other), as the commands ran in turn; targets ≤ 1.5 and ≤ 1.0. The last stdout line is one JSON
-object: ``{"model_bytes", "runs", "plain": {first_s, first_bytes, redeploy_s, redeploy_bytes,
-first_cmd_s, scp_s, redeploy_cmd_s, rsync_s, vs_scp, vs_rsync, floor_s, floor_vs_rsync}, "degraded":
+* the floor of a Python client that connects itself (``FLOOR``): an interpreter that imports what
+  edgeq's CLI stands on (typer, rich, paramiko), connects with the same key, opens SFTP and stats the
+  two deployed files, vs the same rsync.
+
+Every ratio is the median of the pairwise ratios (the edgeq command / the other), as the commands ran
+in turn; targets ``vs_scp`` ≤ 1.5 and ``vs_rsync`` ≤ 1.0. The last stdout line is one JSON object:
+``{"model_bytes", "runs", "plain": {first_s, first_bytes, redeploy_s, redeploy_bytes, first_cmd_s,
+scp_s, redeploy_cmd_s, rsync_s, vs_scp, vs_rsync, first_own_cmd_s, scp2_s, redeploy_own_cmd_s,
+rsync2_s, vs_scp_own_connection, vs_rsync_own_connection, floor_s, floor_vs_rsync}, "degraded":
 {...}, "vs_scp", "vs_rsync"}``: ``first_s``/``redeploy_s`` are the command's own timing (``--json``
-``seconds``, one run each), ``*_cmd_s``, ``scp_s``, ``rsync_s``, ``floor_s`` medians of whole commands
-(seconds, wall), the top-level ratios those of ``plain``.
+``seconds``, one run each), the other ``*_s`` medians of whole commands (seconds, wall; ``scp2_s`` and
+``rsync2_s`` those paired with the own-connection runs), the top-level ratios those of ``plain``.
 
     .venv/bin/python scripts/bench_deploy.py   # as root (network namespaces); needs scp and rsync
 """
@@ -59,6 +65,7 @@ FARM_ENV = {
     "EDGEQ_FARM_EGRESS": "0",
 }
 EDGEQ = Path(sys.executable).with_name("edgeq")
+OWN = {"EDGEQ_SSH_PERSIST_S": "0"}  # no keeper: the command makes its own connection
 
 
 # The least a Python client does for an unchanged redeploy: import what edgeq's CLI stands on, connect,
@@ -97,6 +104,10 @@ def build_model(dest: Path) -> Path:
     return dest
 
 
+# A command to time: argv, what runs before it (untimed), variables added to its environment.
+Cmd = tuple[list[str], Callable[[], None] | None, dict[str, str]]
+
+
 def timed(argv: list[str], env: dict[str, str], before: Callable[[], None] | None = None) -> float:
     """Wall seconds of one whole command (``before`` runs first, untimed); it must succeed."""
     if before is not None:
@@ -109,18 +120,15 @@ def timed(argv: list[str], env: dict[str, str], before: Callable[[], None] | Non
     return took
 
 
-def alternate(
-    a: tuple[list[str], Callable[[], None] | None],
-    b: tuple[list[str], Callable[[], None] | None],
-    env: dict[str, str],
-) -> tuple[float, float, float]:
+def alternate(a: Cmd, b: Cmd, env: dict[str, str]) -> tuple[float, float, float]:
     """One warm-up pair, then RUNS pairs A B A B ...: (median A s, median B s, median of A/B)."""
-    timed(a[0], env, a[1])
-    timed(b[0], env, b[1])
+    ea, eb = {**env, **a[2]}, {**env, **b[2]}
+    timed(a[0], ea, a[1])
+    timed(b[0], eb, b[1])
     ta, tb = [], []
     for _ in range(RUNS):
-        ta.append(timed(a[0], env, a[1]))
-        tb.append(timed(b[0], env, b[1]))
+        ta.append(timed(a[0], ea, a[1]))
+        tb.append(timed(b[0], eb, b[1]))
     ratios = [x / y for x, y in zip(ta, tb, strict=True)]
     return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
 
@@ -173,14 +181,20 @@ def bench_host(
         check = subprocess.run([*rsync[:2], "-i", *rsync[2:]], env=env, capture_output=True, text=True)
         if check.returncode != 0 or check.stdout.strip():
             raise SystemExit(f"rsync would still send something: {check.stdout.strip()[:200]}")
-        first_cmd_s, scp_s, vs_scp = alternate((deploy, gone(wd)), (scp, fresh(scp_dir)), env)
-        redeploy_cmd_s, rsync_s, vs_rsync = alternate((deploy, None), (rsync, None), env)
+        # As a user runs it: the connection kept between commands (a keeper; persist_s = 60) ...
+        first_cmd_s, scp_s, vs_scp = alternate((deploy, gone(wd), {}), (scp, fresh(scp_dir), {}), env)
+        redeploy_cmd_s, rsync_s, vs_rsync = alternate((deploy, None, {}), (rsync, None, {}), env)
+        subprocess.run([str(EDGEQ), "devices", "disconnect"], env=env, capture_output=True, check=True)
+        # ... and with every command connecting itself
+        first_own_s, scp2_s, vs_scp_own = alternate((deploy, gone(wd), OWN), (scp, fresh(scp_dir), {}), env)
+        redeploy_own_s, rsync2_s, vs_rsync_own = alternate((deploy, None, OWN), (rsync, None, {}), env)
         h = next(h for h in farm["hosts"] if h["name"] == name)
         there = [again["model"]["remote_path"], again["runner"]["remote_path"]]
         floor = [sys.executable, "-c", FLOOR, h["address"], str(h["port"]), h["user"]]
         floor += [h["identity_file"], h["known_hosts"], *there]
-        floor_s, _, floor_vs_rsync = alternate((floor, None), (rsync, None), env)
+        floor_s, _, floor_vs_rsync = alternate((floor, None, {}), (rsync, None, {}), env)
     finally:
+        subprocess.run([str(EDGEQ), "devices", "disconnect"], env=env, capture_output=True, check=False)
         for d in (wd, scp_dir, rsync_dir):
             shutil.rmtree(d, ignore_errors=True)
     out: dict[str, float | int] = {
@@ -194,6 +208,12 @@ def bench_host(
         "rsync_s": round(rsync_s, 3),
         "vs_scp": round(vs_scp, 2),
         "vs_rsync": round(vs_rsync, 2),
+        "first_own_cmd_s": round(first_own_s, 3),
+        "scp2_s": round(scp2_s, 3),
+        "redeploy_own_cmd_s": round(redeploy_own_s, 3),
+        "rsync2_s": round(rsync2_s, 3),
+        "vs_scp_own_connection": round(vs_scp_own, 2),
+        "vs_rsync_own_connection": round(vs_rsync_own, 2),
         "floor_s": round(floor_s, 3),
         "floor_vs_rsync": round(floor_vs_rsync, 2),
     }
@@ -213,7 +233,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edgeq-bench-deploy-") as td:
         tmp = Path(td)
         os.environ.update(FARM_ENV, EDGEQ_FARM_STATE=str(tmp / "farm"))
-        env = {**os.environ, "EDGEQ_HOME": str(tmp / "home")}
+        (tmp / "run").mkdir(mode=0o700)  # this benchmark's own keepers (XDG_RUNTIME_DIR/edgeq)
+        env = {**os.environ, "EDGEQ_HOME": str(tmp / "home"), "XDG_RUNTIME_DIR": str(tmp / "run")}
+        env.pop("EDGEQ_SSH_PERSIST_S", None)  # the default: what a user gets
         os.environ["EDGEQ_HOME"] = env["EDGEQ_HOME"]  # build_runner_pyz below caches there too
         up = subprocess.run(
             [str(FARM / "up.sh")], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False

@@ -13,6 +13,11 @@ import pytest
 # Let test modules import the support modules next to them (support_sshd, support_models, ...).
 sys.path.insert(0, str(Path(__file__).parent))
 
+# No SSH connection is handed on to a keeper process unless a test asks for it (tests/test_keeper.py):
+# keepers would outlive the tests' sshds by their persist time. EDGEQ_SSH_PERSIST_S=60 in the
+# environment runs the whole suite through keepers instead.
+os.environ.setdefault("EDGEQ_SSH_PERSIST_S", "0")
+
 # Session fixtures shared by several modules live in these plugins, so each runs once per session.
 pytest_plugins = [
     "support_cli",

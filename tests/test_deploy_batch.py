@@ -1,8 +1,10 @@
-"""Batch deploy against a real OpenSSH sshd on 127.0.0.1: at most one program on the device per deploy.
+"""Batch deploy against a real OpenSSH sshd on 127.0.0.1: no program on the device for a deploy that
+goes well, at most one for one that resumes.
 
 ``deploy_files`` looks at what is there, makes directories and reads free space through SFTP;
-``SSHTransport.put_many`` verifies, renames and fsyncs every upload with one program run; a redeploy
-that finds everything starts none. The "device" is this machine, so the tests look at the remote
+``SSHTransport.put_many`` renames a file sent whole (hashed as sent, fsynced by the server) over SFTP
+and verifies, renames and fsyncs the others (resumed ones) with one program run; a redeploy that
+finds everything starts none. The "device" is this machine, so the tests look at the remote
 side directly.
 """
 
@@ -86,17 +88,17 @@ def leftovers(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.name.endswith(PART_SUFFIX)]
 
 
-def test_first_deploy_is_one_program_run_and_a_redeploy_none(
+def test_first_deploy_and_a_redeploy_start_no_program(
     trusted: SshServer, tmp_path: Path, files: list[Path]
 ) -> None:
-    """What is there, the directories and the free space go through SFTP; the one program verifies,
-    renames and fsyncs the uploads. A file at its content address with its size is not sent again;
-    one of another size (damaged on the device) is, alone."""
+    """What is there, the directories and the free space go through SFTP; uploads sent whole are
+    fsynced and renamed through SFTP too. A file at its content address with its size is not sent
+    again; one of another size (damaged on the device) is, alone."""
     wd = tmp_path / "device"
     kinds = [(files[0], "models"), (files[1], "runner"), (files[2], "lib")]
     with make(trusted, wd) as t:
         first = deploy_files(t, DEVICE_PYTHON, str(wd), kinds)
-        assert len(t.started) == 1, [a[:4] for a in t.started]  # finish all
+        assert t.started == [], [a[:4] for a in t.started]
         assert [d.bytes_sent for d in first] == [f.stat().st_size for f in files]
         for d, f, (_, kind) in zip(first, files, kinds, strict=True):
             assert d.remote_path == f"{wd}/{kind}/{sha(f)}/{f.name}" and d.sha256 == sha(f)
@@ -106,10 +108,10 @@ def test_first_deploy_is_one_program_run_and_a_redeploy_none(
         again = deploy_files(t, DEVICE_PYTHON, str(wd), kinds)
         assert t.started == [] and [d.bytes_sent for d in again] == [0, 0, 0]
         assert [d.remote_path for d in again] == [d.remote_path for d in first]
-        # one file damaged on the device: one finish, and only that file sent
+        # one file damaged on the device: only that file sent
         Path(first[1].remote_path).write_bytes(b"damaged on the device")
         fixed = deploy_files(t, DEVICE_PYTHON, str(wd), kinds)
-        assert len(t.started) == 1 and [d.bytes_sent for d in fixed] == [0, files[1].stat().st_size, 0]
+        assert t.started == [] and [d.bytes_sent for d in fixed] == [0, files[1].stat().st_size, 0]
         assert Path(first[1].remote_path).read_bytes() == files[1].read_bytes()
 
 
@@ -137,12 +139,12 @@ def test_a_server_that_cannot_tell_free_space_gets_one_check_program(
     trusted: SshServer, tmp_path: Path, files: list[Path]
 ) -> None:
     """Without statvfs over SFTP the missing files' directories and free space come from the shell
-    check (one program for all of them), then the finish; a redeploy still starts none."""
+    check (one program for all of them); a redeploy starts none."""
     wd = tmp_path / "device"
     kinds = [(files[0], "models"), (files[2], "lib")]
     with make(trusted, wd, NoStatvfs) as t:
         first = deploy_files(t, DEVICE_PYTHON, str(wd), kinds)
-        assert [a[0] for a in t.started] == ["/bin/sh", DEVICE_PYTHON]
+        assert [a[0] for a in t.started] == ["/bin/sh"]
         assert all(
             Path(d.remote_path).read_bytes() == f.read_bytes() for d, (f, _) in zip(first, kinds, strict=True)
         )
@@ -163,6 +165,46 @@ def test_free_space_over_sftp_is_the_directory_s_own(trusted: SshServer, tmp_pat
     assert spaces is not None and len(spaces) == 2
     assert abs(spaces[0].free_bytes - st.f_bavail * st.f_frsize) < 64 << 20
     assert spaces[0].device == spaces[1].device
+
+
+class NoRenameNoFsync(Counting):
+    """An SFTP server without posix-rename@openssh.com, or without fsync@openssh.com."""
+
+    def __init__(self, *args: Any, rename: bool = True, fsync: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rename_ext = None if rename else False
+        self._fsync_ext = None if fsync else False
+
+
+@pytest.mark.parametrize("rename, fsync", [(False, True), (True, False)])
+def test_without_sftp_rename_or_fsync_the_program_finishes(
+    trusted: SshServer, tmp_path: Path, files: list[Path], rename: bool, fsync: bool
+) -> None:
+    """A file sent whole is renamed over SFTP only when the server also fsynced it; otherwise one
+    program (fsync, sha256, rename, directory fsync) finishes all of them."""
+    wd = tmp_path / "device"
+    with make(trusted, wd, NoRenameNoFsync, rename=rename, fsync=fsync) as t:
+        assert t.put_many([(files[1], "a/r.pyz"), (files[2], "l.so")]) == [250_000, 3_000]
+        assert [a[0] for a in t.started] == [DEVICE_PYTHON]
+    assert (wd / "a" / "r.pyz").read_bytes() == files[1].read_bytes()
+    assert (wd / "l.so").read_bytes() == files[2].read_bytes() and leftovers(wd) == []
+
+
+def test_a_file_that_changed_after_it_was_hashed_never_gets_its_name(
+    trusted: SshServer, tmp_path: Path, files: list[Path]
+) -> None:
+    """The bytes sent are hashed as they go: a local file rewritten between hashing and sending is
+    not renamed over SFTP; the device's sha256 refuses it twice and the upload fails in one line,
+    leaving neither the final name nor a partial."""
+    wd = tmp_path / "device"
+    f = files[2]
+    was = sha(f)
+    f.write_bytes(os.urandom(3_000))  # same size, other bytes
+    with make(trusted, wd) as t:
+        with pytest.raises(DeviceError, match=r"arrived damaged on .* twice") as e:
+            t.put_many([(f, "models/x.tflite")], sha256s=[was])
+        assert len(t.started) == 2 and "\n" not in str(e.value)
+    assert not (wd / "models" / "x.tflite").exists() and leftovers(wd) == []
 
 
 def test_a_link_that_goes_silent_while_looking_is_one_connection_lost(
@@ -190,7 +232,7 @@ def test_a_workdir_whose_parent_is_missing_is_made_by_the_check_program(
     wd = tmp_path / "not" / "yet" / "device"
     with make(trusted, wd) as t:
         got = deploy_files(t, DEVICE_PYTHON, str(wd), [(files[2], "lib")])
-        assert [a[0] for a in t.started] == ["/bin/sh", DEVICE_PYTHON]
+        assert [a[0] for a in t.started] == ["/bin/sh"]
     assert Path(got[0].remote_path).read_bytes() == files[2].read_bytes()
 
 
@@ -214,7 +256,7 @@ def test_put_many_resumes_one_partial_and_restarts_a_torn_one(
     torn_part.write_bytes(torn.read_bytes()[:100_000] + b"garbage!" * 100)  # its tail does not match
     with make(trusted, wd) as t:
         sent = t.put_many([(good, good.name), (torn, torn.name)])
-        assert len(t.started) == 1  # one finishing program for both
+        assert len(t.started) == 1  # the resumed one is finished by the program, the other over SFTP
     assert sent == [good.stat().st_size - 250_000, torn.stat().st_size]
     assert t.last_transfer.resumes == 1 and t.last_transfer.attempts == 1
     assert (wd / good.name).read_bytes() == good.read_bytes()
@@ -240,10 +282,13 @@ def test_a_partial_that_is_wrong_inside_is_sent_again_and_never_renamed(
 
 
 def test_put_many_without_python_on_the_device(trusted: SshServer, tmp_path: Path, files: list[Path]) -> None:
-    """A device with no Python (exit 127): sha256sum, sync and SFTP's rename do the finishing."""
+    """A device with no Python (exit 127): sha256sum, sync and SFTP's rename finish a resumed upload."""
     wd = tmp_path / "device"
+    (wd / "a").mkdir(parents=True)
+    (wd / "a" / f".r.pyz.{sha(files[1])[:16]}{PART_SUFFIX}").write_bytes(files[1].read_bytes()[:100_000])
     with make(trusted, wd, python="/nonexistent/python3") as t:
-        assert t.put_many([(files[1], "a/r.pyz"), (files[2], "b/l.so")]) == [250_000, 3_000]
+        assert t.put_many([(files[1], "a/r.pyz"), (files[2], "b/l.so")]) == [150_000, 3_000]
+        assert [a[0] for a in t.started] == ["/nonexistent/python3"] * 2 + ["sha256sum", "sync"]
     assert (wd / "a" / "r.pyz").read_bytes() == files[1].read_bytes()
     assert (wd / "b" / "l.so").read_bytes() == files[2].read_bytes()
     assert leftovers(wd) == []
@@ -405,7 +450,7 @@ def test_some_files_together_and_others_alone_in_one_call(
             [(files[1], "runner"), (xml, "models"), (bin_, "models")],
             together={xml, bin_},
         )
-        assert len(t.started) == 1
+        assert t.started == []
     assert got[0].remote_path == f"{wd}/runner/{sha(files[1])}/{files[1].name}"
     assert [d.remote_path for d in got[1:]] == [
         f"{wd}/models/{joint}/{xml.name}",

@@ -1,14 +1,16 @@
 """Content-addressed deploy: a file lands at ``<workdir>/<kind>/<sha256>/<basename>`` on the device.
 
-A file gets that name only after the device verified its sha256 (and fsynced it and its directory,
-so the rename survives a power cut); one already there with the expected size is not sent again.
+A file gets that name only once its bytes are known to hash to it and are fsynced: hashed on the host as
+they were sent (a file sent whole over SSH, renamed over SFTP) or on the device (a resumed upload, the
+local device; the device then fsyncs the directory too). One already there with the expected size is
+not sent again.
 Before anything is sent, the free space where it goes is checked (one line naming both sizes when it
 does not fit).
 
 :func:`deploy_files` does all of this for several files. What is there, the directories and the free
 space are asked without starting a process on the device (``file_sizes`` and ``prepare_dirs``, SFTP
-on SSH), so an unchanged redeploy starts none; the upload is verified by one program on the device
-(the transport's ``put_many``, as SSH does) or one check after plain ``put``s. A device whose SFTP
+on SSH), so an unchanged redeploy starts none; the upload is finished by the transport's ``put_many``
+(SSH: over SFTP, or one program on the device for resumed files) or by one check after plain ``put``s. A device whose SFTP
 server cannot tell free space gets one check program before the transfer instead: a POSIX shell
 script with ``sha256sum`` for small files (a process start costs a few ms, the device's Python tens
 of ms), a Python program for large ones, where OpenSSL's hashing in Python wins.
@@ -146,8 +148,9 @@ class RemoteFile:
 
 @runtime_checkable
 class VerifiedBatchPut(Protocol):
-    """A transport whose ``put_many`` verifies each file by sha256 on the device before renaming it
-    onto its final name and fsyncs the directories (SSHTransport): no check is needed afterwards."""
+    """A transport whose ``put_many`` checks each file's sha256 (on the host as it is sent, or on the
+    device) and fsyncs it before renaming it onto its final name (SSHTransport): no check is needed
+    afterwards."""
 
     def put_many(
         self, items: Sequence[tuple[Path, str]], sha256s: Sequence[str] | None = None
@@ -274,9 +277,8 @@ def deploy_files(
     library and a two-file model deploy in one call: ``together={xml, bin}``.
 
     What is there is looked up by size at its content address (see :func:`_look`); only the missing
-    ones are sent, after a free-space check that adds their sizes per file system; then they are
-    verified by sha256 on the device (by the transport's ``put_many`` when it has one, else by one
-    program run).
+    ones are sent, after a free-space check that adds their sizes per file system; then their sha256 is
+    checked (by the transport's ``put_many`` when it has one, else by one program run on the device).
 
     ``deploy_files(t, "python3", "/home/pi/edgeq", [(Path("runner.pyz"), "runner"),
     (Path("m.tflite"), "models")])`` gives ``[Deployed("/home/pi/edgeq/runner/<sha>/runner.pyz", "<sha>",
@@ -329,7 +331,7 @@ def _look(transport: Transport, python: str, unique: Sequence[_Local]) -> dict[s
     """What the device has of ``unique``, asked without starting a process there when it can be.
 
     A file at its content address with the expected size is the one wanted: it got that name only
-    after the device verified its sha256 (as rsync trusts size and mtime, no byte is read again). For
+    once its sha256 was checked (as rsync trusts size and mtime, no byte is read again). For
     the others their directory is made and its free space asked (SFTP on SSH); a device that cannot
     say its free space that way gets one check program for them, which also hashes what is there."""
     sizes = transport.file_sizes([w.remote for w in unique])

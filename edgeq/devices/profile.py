@@ -83,6 +83,7 @@ class Endpoint:
     connect_timeout_s: float = 10.0
     connect_retries: int = 4
     retry_delay_s: float = 0.5
+    persist_s: float = 60.0
     workdir: str = "~/edgeq"
 
 
@@ -314,6 +315,10 @@ FIELDS: dict[str, _Field] = {
     "connect_timeout_s": _f((float, int), "seconds to wait for TCP + SSH handshake"),
     "connect_retries": _f(int, "connection attempts before giving up (with exponential backoff)"),
     "retry_delay_s": _f((float, int), "first backoff delay; doubles per attempt"),
+    "persist_s": _f(
+        (float, int),
+        "seconds the SSH connection is kept for the next command (OpenSSH's ControlPersist); 0: never",
+    ),
     "workdir": _f(str, "edgeq's directory on the device: absolute or ~/..."),
     "arch": _f(str, "CPU architecture as uname -m prints it (auto: only for kind=local)", (*ARCHES, "auto")),
     "python": _f(str, "the device's Python (>= 3.8) used to create the venv and run the runner"),
@@ -444,7 +449,7 @@ def _finish(raw: dict[str, Any], source: str, base_dir: Path | None, builtin: bo
         raise _bad(source, f"key 'port' = {port} is out of range", "use 1..65535")
     if data.get("connect_retries", 1) < 1:
         raise _bad(source, f"key 'connect_retries' must be at least 1, got {data['connect_retries']}", "")
-    for k in ("connect_timeout_s", "retry_delay_s"):
+    for k in ("connect_timeout_s", "retry_delay_s", "persist_s"):
         if k in data and data[k] < 0:
             raise _bad(source, f"key '{k}' must not be negative, got {data[k]}", FIELDS[k].doc)
     if not str(data["runtime_version"]).strip():
@@ -465,7 +470,7 @@ def _finish(raw: dict[str, Any], source: str, base_dir: Path | None, builtin: bo
             data[k] = tuple(data[k])
     if "delegate_options" in data:
         data["delegate_options"] = tuple(sorted(data["delegate_options"].items()))
-    for k in ("connect_timeout_s", "retry_delay_s", "cooldown_to_c"):
+    for k in ("connect_timeout_s", "retry_delay_s", "persist_s", "cooldown_to_c"):
         if k in data:
             data[k] = float(data[k])
     measure = {MEASURE_KEYS[k]: data.pop(k) for k in list(data) if k in MEASURE_KEYS}

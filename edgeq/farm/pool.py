@@ -203,7 +203,8 @@ class _Board:
             return self.session
         if self.session is None:
             trust = self.ctx.plan.trust_new_hosts
-            transport = open_transport(self.profile, trust_new_host=trust)
+            # One connection per board for the whole run, its own: no keeper in between.
+            transport = open_transport(self.profile, trust_new_host=trust, persist=False)
             self.ctx.register(self.device.name, transport)
             self.emit("board", state="connecting", message=f"connecting to {self.profile.address}")
             try:

@@ -39,13 +39,20 @@ def using(
 
 
 def open_transport(
-    profile: DeviceProfile, *, trust_new_host: bool = False, known_hosts: KnownHosts | None = None
+    profile: DeviceProfile,
+    *,
+    trust_new_host: bool = False,
+    known_hosts: KnownHosts | None = None,
+    persist: bool = True,
 ) -> Transport:
-    """The transport for ``profile`` (not yet connected)."""
+    """The transport for ``profile`` (not yet connected). ``persist``: an SSH connection may be
+    taken from, and handed on to, a keeper (the profile's ``persist_s``; see ssh's keeper.py)."""
     if profile.is_local:
         from edgeq.devices.transports.local import LocalTransport
 
         return LocalTransport(profile.endpoint.workdir, profile.name)
     from edgeq.devices.transports.ssh import SSHTransport
 
-    return SSHTransport.from_profile(profile, trust_new_host=trust_new_host, known_hosts=known_hosts)
+    return SSHTransport.from_profile(
+        profile, trust_new_host=trust_new_host, known_hosts=known_hosts, persist=persist
+    )

@@ -11,8 +11,10 @@ Design points a caller can rely on:
 * **Uploads** (``put``) go to ``.<name>.<sha256[:16]>.edgeq-part`` in the destination directory, are
   resumed after a dropped connection (the tail of the partial file is compared with the local file
   first; if it differs the upload restarts from zero), fsynced (``fsync@openssh.com``, else the
-  device's Python), verified by sha256 on the device, and only then renamed
-  (``posix-rename@openssh.com``) onto the final name. A partial file never has the final name.
+  device's Python) and only then renamed (``posix-rename@openssh.com``) onto the final name: a file
+  sent whole in one go, its bytes hashed to the expected sha256 as they were sent, is renamed over
+  SFTP (no process on the device); a resumed one is verified by sha256 on the device first. A partial
+  file never has the final name.
 * **Connections** use keys or an agent only, never a password. Refused / timed-out / dropped
   connections are retried with exponential backoff (``RetryPolicy``); then one DeviceError line.
   TCP keepalive, ``TCP_USER_TIMEOUT`` and an SSH-level liveness probe make a vanished device a
@@ -25,8 +27,10 @@ Design points a caller can rely on:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import posixpath
@@ -40,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeq.devices.transports import ssh_config
+from edgeq.devices.transports import keeper, ssh_config
 
 ssh_config.defer_invoke()  # before paramiko's first import: see defer_invoke
 
@@ -51,6 +55,8 @@ from paramiko.sftp import (  # noqa: E402
     CMD_EXTENDED_REPLY,
     CMD_MKDIR,
     CMD_STAT,
+    CMD_STATUS,
+    SFTP_OK,
     SFTP_OP_UNSUPPORTED,
 )
 
@@ -285,6 +291,7 @@ class SSHTransport(ClosingContext):
         keepalive_s: float = 5.0,
         dead_after_s: float = 20.0,
         retry: RetryPolicy | None = None,
+        persist_s: float = 0.0,
     ) -> None:
         if not host:
             raise UserInputError("no host given for the SSH device", "set host in the device profile")
@@ -308,7 +315,11 @@ class SSHTransport(ClosingContext):
         self.keepalive_s = keepalive_s
         self.dead_after_s = dead_after_s
         self.retry = retry or RetryPolicy()
-        self._client: paramiko.SSHClient | None = None
+        # Seconds a keeper holds this connection after close() for the next command (keeper.py).
+        self.persist_s = persist_s
+        self.kept = False  # connected through a keeper
+        self._keeper_failed = False  # one failed under us: this transport connects itself from now on
+        self._client: Any = None  # a paramiko.SSHClient, or a keeper.KeptClient standing in for one
         self._jump_clients: list[paramiko.SSHClient] = []
         self._hop = (self.host, self.port, self.user, self.identity_file)  # the one being connected
         self._sftp: paramiko.SFTPClient | None = None
@@ -316,6 +327,7 @@ class SSHTransport(ClosingContext):
         self._workdir: str | None = None
         self._fsync_ext: bool | None = None  # does the server do fsync@openssh.com?
         self._statvfs_ext: bool | None = None  # and statvfs@openssh.com?
+        self._rename_ext: bool | None = None  # and posix-rename@openssh.com?
         self.host_key_outcome = ""  # "known" or "pinned" after the first connection
         self.connects = 0  # successful connections (a resumed transfer reconnects)
         self.connect_failures = 0  # failed connection attempts, all retried or reported
@@ -329,8 +341,10 @@ class SSHTransport(ClosingContext):
         trust_new_host: bool = False,
         known_hosts: KnownHosts | None = None,
         retry: RetryPolicy | None = None,
+        persist: bool = True,
     ) -> SSHTransport:
-        """The transport for an SSH device profile (``profile.require_address()`` must hold)."""
+        """The transport for an SSH device profile (``profile.require_address()`` must hold);
+        ``persist``: use and leave keepers as the profile's ``persist_s`` says (see keeper.py)."""
         profile.require_address()
         assert profile.endpoint.host is not None
         return cls(
@@ -350,6 +364,7 @@ class SSHTransport(ClosingContext):
             or RetryPolicy(
                 attempts=profile.endpoint.connect_retries, initial_delay_s=profile.endpoint.retry_delay_s
             ),
+            persist_s=keeper.persist_s(profile.endpoint.persist_s) if persist else 0.0,
         )
 
     # ------------------------------------------------------------------ connection
@@ -371,12 +386,23 @@ class SSHTransport(ClosingContext):
         started = time.monotonic()
         self._ensure()
         pinned = " (host key pinned now)" if self.host_key_outcome == "pinned" else ""
-        return f"{self.target} in {1000 * (time.monotonic() - started):.0f} ms{pinned}"
+        kept = f" (kept connection, keeper pid {self._client.info.get('pid')})" if self.kept else ""
+        return f"{self.target} in {1000 * (time.monotonic() - started):.0f} ms{pinned}{kept}"
 
-    def _ensure(self) -> paramiko.SSHClient:
+    def _ensure(self) -> Any:
         if self._client is not None and self.connected:
             return self._client
         self._drop()
+        if self.persist_s > 0 and not self._keeper_failed:
+            kept = keeper.attach(self)
+            if kept is not None and self._trusts(kept.info.get("host_keys")):
+                self._client, self.kept, self.host_key_outcome = kept, True, "known"
+                self.connects += 1
+                return kept
+            if kept is not None:  # not trusted now: the keeper goes; a connection says what is wrong
+                self._keeper_failed = True
+                kept.quit()
+                kept.close()
         if self.identity_file is not None and not self.identity_file.is_file():
             raise UserInputError(
                 f"identity file {self.identity_file} does not exist",
@@ -424,6 +450,20 @@ class SSHTransport(ClosingContext):
                         f"(edgeq devices check {self.name})",
                     ) from exc
                 time.sleep(self.retry.delay(failures))
+
+    def _trusts(self, keys: Any) -> bool:
+        """Do the host keys a keeper's connection was made with (one per hop) pass our known-hosts
+        files as they are now (no trust on first use)?"""
+        route = [*self._hops, (self.host, self.port, self.user, self.identity_file)]
+        if not isinstance(keys, list) or len(keys) != len(route):
+            return False
+        try:
+            for (host, port, _, _), (kind, b64) in zip(route, keys, strict=True):
+                key = paramiko.PKey.from_type_string(kind, base64.b64decode(b64))
+                self.known_hosts.verify(host, port, key, trust_new_host=False)
+        except (DeviceError, paramiko.SSHException, ValueError, TypeError):
+            return False
+        return True
 
     def _connect_once(self) -> paramiko.SSHClient:
         """Connect hop by hop: TCP to the first, then each next one through a direct-tcpip channel of
@@ -495,12 +535,17 @@ class SSHTransport(ClosingContext):
             raise
         return client, policy.outcome
 
-    def _drop(self) -> None:
-        """Forget the current connection (closing what is left of it)."""
+    def _drop(self, lost: bool = True) -> None:
+        """Forget the current connection (closing what is left of it). ``lost``: it failed; a keeper
+        that held it is told to quit and this transport connects itself from now on."""
         sftp, client, jumps = self._sftp, self._client, self._jump_clients
         self._sftp = None
         self._client = None
         self._jump_clients = []
+        if self.kept and lost:
+            self._keeper_failed = True
+            client.quit()
+        self.kept = False
         if sftp is not None:
             with contextlib.suppress(Exception):
                 sftp.close()
@@ -510,9 +555,14 @@ class SSHTransport(ClosingContext):
                     c.close()
 
     def close(self) -> None:
-        self._drop()
+        """Close the connection; one made here (not a keeper's) is handed on: a keeper connects
+        for the next command, when ``persist_s`` says so."""
+        hand_on = self.persist_s > 0 and not self.kept and not self._keeper_failed and self.connected
+        self._drop(lost=False)
+        if hand_on:
+            keeper.start(self, self.persist_s)
 
-    def _transport(self) -> paramiko.Transport:
+    def _transport(self) -> Any:
         t = self._ensure().get_transport()
         assert t is not None
         return t
@@ -527,12 +577,12 @@ class SSHTransport(ClosingContext):
 
     def _sftp_client(self) -> paramiko.SFTPClient:
         if self._sftp is None or not self.connected:
-            client = self._ensure()
-            self._sftp = client.open_sftp()
-            channel = self._sftp.get_channel()
+            sftp: paramiko.SFTPClient = self._ensure().open_sftp()
+            channel = sftp.get_channel()
             if channel is not None:
                 # Every SFTP request must be answered within io_timeout_s, so a stalled link cannot hang us.
                 channel.settimeout(self.io_timeout_s)
+            self._sftp = sftp
         return self._sftp
 
     # ------------------------------------------------------------------ paths
@@ -749,8 +799,9 @@ class SSHTransport(ClosingContext):
         return self.put_many([(local, remote)])[0]
 
     def put_many(self, items: Sequence[tuple[Path, str]], sha256s: Sequence[str] | None = None) -> list[int]:
-        """Copy each ``(local, remote)`` as :meth:`put` does, with one program on the device for all of
-        them (fsync unless the server did it, sha256 compared, rename, directory fsync): a second file
+        """Copy each ``(local, remote)`` as :meth:`put` does: those sent whole and fsynced are renamed
+        over SFTP, the others (resumed, or not fsynced by the server) finished by one program on the
+        device for all of them (fsync, sha256 compared, rename, directory fsync), so a second file
         costs no extra process start on the device. Returns the bytes sent for each, in order.
         ``sha256s``: the files' digests when the caller has them (else each file is read once more)."""
         uploads: list[_Upload] = []
@@ -1083,6 +1134,7 @@ class _Upload:
         self.restarts = 0  # verification failures (partial could not be trusted after all)
         self.resumes = 0  # attempts that continued a partial file
         self.synced = False  # fsynced through fsync@openssh.com after the last byte
+        self.whole = False  # sent whole in this attempt, the bytes sent hashing to ``sha``
         self.maybe_renamed = False
         self.done = False
 
@@ -1119,6 +1171,9 @@ class _Upload:
         except FileNotFoundError:  # its directory is not there yet (stat'ing it first costs a round trip)
             o._sftp_makedirs(sftp, posixpath.dirname(self.final))
             f = sftp.open(self.part, "r+" if offset else "w")
+        # From zero, the bytes are hashed as they go: the file may have changed since it was hashed.
+        digest = hashlib.sha256() if offset == 0 else None
+        sent = 0
         with f, open(self.local, "rb") as src:
             f.set_pipelined(True)
             f.seek(offset)
@@ -1128,15 +1183,19 @@ class _Upload:
                 if not block:
                     break
                 f.write(block)
+                if digest is not None:
+                    digest.update(block)
+                sent += len(block)
                 self.sent += len(block)
             f.flush()
             self.synced = o._fsync_handle(sftp, f)
+        self.whole = digest is not None and sent == self.size and digest.hexdigest() == self.sha
 
 
 class _Batch:
-    """One ``put_many``: every file resumed and sent, then one program on the device verifies them all
-    (fsync where the server could not, sha256, rename, directory fsync); retried across dropped
-    connections while it makes progress."""
+    """One ``put_many``: every file resumed and sent, then renamed over SFTP (sent whole) or by one
+    program on the device that verifies the rest (fsync where the server could not, sha256, rename,
+    directory fsync); retried across dropped connections while it makes progress."""
 
     def __init__(self, owner: SSHTransport, uploads: list[_Upload]) -> None:
         self.o = owner
@@ -1160,6 +1219,7 @@ class _Batch:
                         u.best, stalls = offset, 0
                     u.send(offset)
                     sent.append(u)
+                sent = self._rename_whole(sent)
                 for i in range(0, len(sent), _FINISH_BATCH):
                     group = sent[i : i + _FINISH_BATCH]
                     for u in group:
@@ -1194,6 +1254,30 @@ class _Batch:
                         "check the link to the device and retry; the next upload resumes the partial file",
                     ) from exc
                 time.sleep(o.retry.delay(stalls))
+
+    def _rename_whole(self, sent: list[_Upload]) -> list[_Upload]:
+        """Rename each upload that went whole, hashed as sent and fsynced, onto its final name with
+        ``posix-rename@openssh.com`` (all in one round trip): no program on the device has anything
+        to add (the SSH channel's MAC already vouches for the bytes, and the board would hash its own
+        page cache). Returns the uploads still to be finished by the program: resumed ones (their
+        first part came in an earlier attempt), unsynced ones, and any the server would not rename.
+        Only the directory is not fsynced: a power cut within the file system's commit interval can
+        undo the rename, never expose a torn file, and the next deploy finds the whole partial and
+        finishes it without resending."""
+        o = self.o
+        whole = [u for u in sent if u.whole and u.synced] if o._rename_ext is not False else []
+        if not whole:
+            return sent
+        for u in whole:
+            u.maybe_renamed = True
+        answers = o._pipelined([(CMD_EXTENDED, ("posix-rename@openssh.com", u.part, u.final)) for u in whole])
+        for u, (kind, msg) in zip(whole, answers, strict=True):
+            code = msg.get_int() if kind == CMD_STATUS else None
+            if code == SFTP_OK:
+                u.done = True
+            elif code == SFTP_OP_UNSUPPORTED:
+                o._rename_ext = False
+        return [u for u in sent if not u.done]
 
 
 class EdgeqHostKeyPolicy(paramiko.MissingHostKeyPolicy):
