@@ -6,29 +6,54 @@ One module per group of commands (train, pipeline, measure, devices); ``app`` ho
 from __future__ import annotations
 
 import gc
+import importlib
 import sys
 import traceback
 
-from edgeq.cli import devices_commands, farm_commands, measure_commands, pipeline_command, train_commands
 from edgeq.cli.app import app, err
 from edgeq.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EdgeqError
 
-app.command()(measure_commands.measure_options(pipeline_command.pipeline))
-for command in (
-    train_commands.train,
-    train_commands.distill,
-    train_commands.qat,
-    train_commands.export,
-    train_commands.inspect,
-    train_commands.compile,
-):
-    app.command()(command)
-app.command()(measure_commands.measure_options(measure_commands.profile))
-app.command()(measure_commands.deploy)
-app.add_typer(devices_commands.app, name="devices", help="Device profiles: list, show, check, set up.")
-app.add_typer(
-    farm_commands.app, name="farm", help="Device farm: run models x boards, results, baselines, verdicts."
-)
+# The commands, in the order help lists them: name -> (module in edgeq.cli, function, takes the
+# measurement options); then the groups: name -> (module, help).
+_COMMANDS = {
+    "pipeline": ("pipeline_command", "pipeline", True),
+    "train": ("train_commands", "train", False),
+    "distill": ("train_commands", "distill", False),
+    "qat": ("train_commands", "qat", False),
+    "export": ("train_commands", "export", False),
+    "inspect": ("train_commands", "inspect", False),
+    "compile": ("train_commands", "compile", False),
+    "profile": ("measure_commands", "profile", True),
+    "deploy": ("measure_commands", "deploy", False),
+}
+_GROUPS = {
+    "devices": ("devices_commands", "Device profiles: list, show, check, set up, disconnect."),
+    "farm": ("farm_commands", "Device farm: run models x boards, results, baselines, verdicts."),
+}
+_mounted: set[str] = set()
+
+
+def _mount(argv: list[str]) -> None:
+    """Add to ``app`` the command ``argv`` names, or every command when it names none (help,
+    ``--version``, a mistyped name, shell completion). Importing and building the others would cost
+    a short command like ``deploy`` a tenth of its time."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    names = [first] if first in _COMMANDS or first in _GROUPS else [*_COMMANDS, *_GROUPS]
+    for name in names:
+        if name in _mounted:
+            continue
+        _mounted.add(name)
+        if name in _GROUPS:
+            module, help_text = _GROUPS[name]
+            app.add_typer(importlib.import_module(f"edgeq.cli.{module}").app, name=name, help=help_text)
+            continue
+        module, function, measured = _COMMANDS[name]
+        command = getattr(importlib.import_module(f"edgeq.cli.{module}"), function)
+        if measured:
+            from edgeq.cli.measure_commands import measure_options
+
+            command = measure_options(command)
+        app.command()(command)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -38,6 +63,7 @@ app.add_typer(
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map errors to one line of what is wrong, one of what to do, and an exit code."""
     try:
+        _mount(sys.argv[1:] if argv is None else argv)
         # Typer prints usage errors itself (exit 2) and turns Ctrl-C into exit 130.
         app(args=argv, prog_name="edgeq", standalone_mode=True)
     except SystemExit as exc:

@@ -131,18 +131,6 @@ def check_cmd(
         raise typer.Exit(EXIT_DEVICE)
 
 
-@app.command("disconnect")
-def disconnect_cmd(as_json: JsonOpt = False) -> None:
-    """Close the SSH connections kept open between commands (each board's keeper; see persist_s)."""
-    from edgeq.devices.transports import keeper
-
-    stopped = keeper.stop_all()
-    if as_json:
-        _print_json({"stopped": stopped})
-    else:
-        out.print(f"closed: {', '.join(stopped)}" if stopped else "no kept connections", soft_wrap=True)
-
-
 def _summary(report: device_check.CheckReport) -> str:
     counts = {s: sum(1 for i in report.items if i.status == s) for s in ("OK", "WARN", "FAIL")}
     return ", ".join(f"{n} {s}" for s, n in counts.items() if n)
@@ -191,3 +179,15 @@ def setup_cmd(
         out.print(f"[bold red]setup failed[/]: {p.name}")
     if not report.ok:
         raise typer.Exit(EXIT_DEVICE)
+
+
+@app.command("disconnect")
+def disconnect_cmd(as_json: JsonOpt = False) -> None:
+    """Close the SSH connections kept open between commands (each board's keeper; see persist_s)."""
+    from edgeq.devices.transports import keeper
+
+    stopped = keeper.stop_all()
+    if as_json:
+        _print_json({"stopped": stopped})
+    else:
+        out.print(f"closed: {', '.join(stopped)}" if stopped else "no kept connections", soft_wrap=True)
