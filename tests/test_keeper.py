@@ -8,6 +8,7 @@ Ctrl-C stopping the remote process, SFTP transfers, a dying link. The "device" i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import missing_prerequisite
@@ -183,6 +185,51 @@ def test_a_link_dying_under_a_kept_command_is_one_lost_connection(
             assert t.run(["true"]).exit_code == 0 and not t.kept
 
 
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit():
+                children.setdefault(int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]), []).append(
+                    int(d.name)
+                )
+        except OSError:
+            continue
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_a_keeper_whose_link_stalled_is_left_for_a_connection_of_our_own(
+    sshd_factory: Any, ssh_env: Path, wd: Path, runtime: Path
+) -> None:
+    """The server's end of the keeper's connection stops answering before the keeper notices: the
+    channel it cannot open is opened over a new connection instead (nothing had run), and the
+    command goes through; the keeper is told to quit."""
+    server = sshd_factory()
+    pin_host_key(ssh_env, server)
+    t = handed_on(server, wd, runtime, connect_timeout_s=1.0)
+    assert server.proc is not None
+    frozen = descendants(server.proc.pid)  # the sshd processes of the keeper's connection
+    assert frozen
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        with t:
+            t0 = time.monotonic()
+            assert t.run(["echo", "hi"]).stdout == "hi\n"
+            assert not t.kept and time.monotonic() - t0 < 10
+        wait_until(lambda: not keeper_pids(runtime), 15)
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
+
+
 def test_an_idle_keeper_leaves_and_a_killed_one_is_replaced(
     trusted: SshServer, wd: Path, runtime: Path
 ) -> None:
@@ -301,6 +348,7 @@ def test_the_cli_keeps_the_connection_between_commands(
     assert stop.code == 0 and stop.stdout.strip() == "closed: loop", stop.stdout
     wait_until(lambda: not sockets(runtime) and not keeper_pids(runtime), 10)
     assert edgeq("devices", "disconnect").stdout.strip() == "no kept connections"
+    assert list((runtime / "edgeq").iterdir()) == []  # the gone keeper's lock file tidied up too
     off = edgeq("deploy", model, "--device", prof, env={keeper.ENV: "0"})
     assert off.code == 0, off.stderr
     time.sleep(1.0)

@@ -215,6 +215,20 @@ def test_extends_a_builtin_and_override(tmp_path: Path) -> None:
     assert not p.is_template and p.digest() != load_profile("rpi4").digest()
 
 
+def test_how_long_a_connection_is_kept_is_not_part_of_the_digest(tmp_path: Path) -> None:
+    """persist_s says nothing about the device or the measurement: results keep their profile hash
+    (and hashes stored before the key existed still match); a port does change it."""
+    found = []
+    for i, extra in enumerate(("", "persist_s = 0\n", "port = 2222\n")):
+        d = tmp_path / str(i)
+        d.mkdir()
+        write(d, "lab", f'extends = "rpi4"\nhost = "10.0.0.2"\n{extra}')
+        found.append(load_profile("lab", [d]))
+    a, b, c = found
+    assert (a.endpoint.persist_s, b.endpoint.persist_s) == (60.0, 0.0)
+    assert a.digest() == b.digest() != c.digest()
+
+
 # ------------------------------------------------------------------------------------ lookup order
 
 

@@ -263,9 +263,11 @@ class DeviceProfile:
 
     def digest(self) -> str:
         """sha256 of what the profile says about the device and the measurement (not notes, not
-        provenance): the ``profile`` hash a result carries."""
+        provenance): the ``profile`` hash a result carries. ``persist_s`` (how long a connection is
+        kept) is left out too: it says nothing about either, and results from before it existed
+        keep their hash."""
         data = self.to_dict()
-        for k in ("notes", "description", "source", "extends"):
+        for k in ("notes", "description", "source", "extends", "persist_s"):
             data.pop(k)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 

@@ -66,7 +66,7 @@ _OUT, _ERR, _EXIT = b"o", b"e", b"x"
 # ... and from the channel to the keeper: end of the command's stdin.
 _EOF = b"w"
 _HEAD = struct.Struct(">cI")
-_keepers: list[subprocess.Popen[bytes]] = []  # started by this process (reaped when it exits)
+_keepers: list[subprocess.Popen[bytes]] = []  # started by this process and still running
 
 
 def persist_s(profile_value: float) -> float:
@@ -158,6 +158,7 @@ def start(t: SSHTransport, seconds: float) -> None:
                 return
     except OSError:
         return
+    _keepers[:] = [k for k in _keepers if k.poll() is None]  # reaps those that ended
     request = json.dumps({**what, "socket": str(sock), "lock": str(lock), "persist_s": seconds})
     try:
         proc = subprocess.Popen(
@@ -177,7 +178,8 @@ def start(t: SSHTransport, seconds: float) -> None:
 
 
 def stop_all() -> list[str]:
-    """Ask every keeper of this user to quit; the boards they held (by profile name)."""
+    """Ask every keeper of this user to quit; the boards they held (by profile name). The lock
+    files of keepers no longer running are removed."""
     d = directory()
     stopped: list[str] = []
     if d is None:
@@ -191,6 +193,10 @@ def stop_all() -> list[str]:
             pass
         finally:
             client.close()
+    for lock in d.glob("*.lock"):  # tidy up after keepers that are gone (one still starting holds its lock)
+        with contextlib.suppress(OSError), held(str(lock)) as free:
+            if free:
+                lock.unlink()
     return stopped
 
 
@@ -222,11 +228,13 @@ class KeptClient:
     def __init__(self, path: str) -> None:
         self.path = path
         self.control: socket.socket | None = None
-        self.info: dict[str, Any] = {}
+        self.info: dict[str, Any] = {}  # the keeper's hello: pid, name, host keys
+        self.answer: dict[str, Any] = {}
         self.transport = KeptTransport(self)
 
     def request(self, obj: dict[str, Any], timeout: float = _ANSWER_TIMEOUT_S) -> socket.socket:
-        """A new connection to the keeper with ``obj`` asked and answered ok; OSError otherwise."""
+        """A new connection to the keeper with ``obj`` asked and answered ok (the answer in
+        ``self.answer``); OSError otherwise."""
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             conn.settimeout(timeout)
@@ -235,7 +243,7 @@ class KeptClient:
             answer = _read_line(conn)
             if not answer.get("ok"):
                 raise ConnectionError(str(answer.get("error") or "the keeper refused"))
-            self.info = answer
+            self.answer = answer
             return conn
         except (EOFError, ValueError) as exc:
             conn.close()
@@ -247,6 +255,7 @@ class KeptClient:
     def hello(self) -> dict[str, Any]:
         self.control = self.request({"op": "hello"})
         self.control.setblocking(False)
+        self.info = self.answer
         return self.info
 
     def quit(self) -> None:
@@ -490,10 +499,10 @@ class Keeper:
             op = request.get("op")
             if op == "hello":
                 with self.mutex:
-                    room = self.attached < _MAX_ATTACHED
+                    room = self.attached < _MAX_ATTACHED and self.ssh.is_active()
                     self.attached += room
                 if not room:
-                    _send_line(conn, {"ok": False, "error": "busy"})
+                    _send_line(conn, {"ok": False, "error": "busy, or the connection is gone"})
                     return
                 try:
                     _send_line(

@@ -570,14 +570,34 @@ class SSHTransport(ClosingContext):
     def open_command(self, argv: Sequence[str], timeout_s: float = 60.0) -> paramiko.Channel:
         """A command on this connection left running for the caller to talk to (e.g. a lock keeper
         that holds a lock while its channel is open); arguments quoted one by one."""
-        chan = self._transport().open_session(timeout=timeout_s)
+        chan = self._exec(shlex.join([str(a) for a in argv]), timeout_s)
         chan.settimeout(timeout_s)
-        chan.exec_command(shlex.join([str(a) for a in argv]))
+        return chan
+
+    def _exec(self, command: str, timeout_s: float) -> Any:
+        """A session channel running ``command``. When a keeper cannot open one (its link died and
+        it has not noticed yet), nothing has run: the command goes over a connection of our own."""
+        try:
+            chan = self._transport().open_session(timeout=timeout_s)
+            chan.exec_command(command)
+            return chan
+        except _NET_ERRORS:
+            if not self.kept:
+                raise
+            self._drop()
+        chan = self._transport().open_session(timeout=timeout_s)
+        chan.exec_command(command)
         return chan
 
     def _sftp_client(self) -> paramiko.SFTPClient:
         if self._sftp is None or not self.connected:
-            sftp: paramiko.SFTPClient = self._ensure().open_sftp()
+            try:
+                sftp: paramiko.SFTPClient = self._ensure().open_sftp()
+            except _NET_ERRORS:
+                if not self.kept:
+                    raise
+                self._drop()  # as in _exec: the keeper's link is gone, ours is new
+                sftp = self._ensure().open_sftp()
             channel = sftp.get_channel()
             if channel is not None:
                 # Every SFTP request must be answered within io_timeout_s, so a stalled link cannot hang us.
@@ -624,10 +644,8 @@ class SSHTransport(ClosingContext):
         if not argv:
             raise ValueError("empty argv")
         command = " ".join(shlex.quote(a) for a in ["/bin/sh", "-c", _WRAPPER, "edgeq", *argv])
-        t = self._transport()
         try:
-            chan = t.open_session(timeout=self.io_timeout_s)
-            chan.exec_command(command)
+            chan = self._exec(command, self.io_timeout_s)
         except _NET_ERRORS as exc:
             self._drop()
             raise ConnectionLost(
