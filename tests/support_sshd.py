@@ -216,6 +216,21 @@ def ssh_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture
+def trusted(sshd: SshServer, ssh_env: Path) -> SshServer:
+    """The session sshd with its host key pinned in this test's private EDGEQ_HOME."""
+    pin_host_key(ssh_env, sshd)
+    return sshd
+
+
+@pytest.fixture
+def wd(tmp_path: Path) -> Path:
+    """A work directory for the "device" (this machine over SSH)."""
+    d = tmp_path / "device-workdir"
+    d.mkdir()
+    return d
+
+
 def pin_host_key(home: Path, server: SshServer, line: str | None = None, port: int | None = None) -> None:
     """Write ``server``'s host key (or another key ``line``) into the private EDGEQ_HOME known_hosts,
     for its own port or ``port`` (a proxy in front of it)."""

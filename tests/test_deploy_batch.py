@@ -62,12 +62,6 @@ def make(server: SshServer, workdir: Path, cls: type[SSHTransport] = Counting, *
 
 
 @pytest.fixture
-def trusted(sshd: SshServer, ssh_env: Path) -> SshServer:
-    pin_host_key(ssh_env, sshd)
-    return sshd
-
-
-@pytest.fixture
 def files(tmp_path: Path) -> list[Path]:
     """A model-sized file, a runner-sized one and a small one, with names a shell would trip on."""
     d = tmp_path / "local"

@@ -50,19 +50,6 @@ def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     subprocess.run(["rm", "-rf", str(d)], check=False)
 
 
-@pytest.fixture
-def wd(tmp_path: Path) -> Path:
-    d = tmp_path / "device-workdir"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def trusted(sshd: SshServer, ssh_env: Path) -> SshServer:
-    pin_host_key(ssh_env, sshd)
-    return sshd
-
-
 def keeper_pids(runtime: Path) -> list[int]:
     """Keeper processes started under ``runtime`` (their environment names it)."""
     found = []

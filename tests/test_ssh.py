@@ -95,20 +95,6 @@ def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> float:
     return time.monotonic() - t0
 
 
-@pytest.fixture
-def wd(tmp_path: Path) -> Path:
-    d = tmp_path / "device-workdir"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
-def trusted(sshd: SshServer, ssh_env: Path) -> SshServer:
-    """The session sshd with its host key pinned in this test's private EDGEQ_HOME."""
-    pin_host_key(ssh_env, sshd)
-    return sshd
-
-
 LOOP = "import sys, time\nprint('started', flush=True)\nwhile True:\n    time.sleep(0.05)\n"
 
 
