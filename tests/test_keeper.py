@@ -27,11 +27,11 @@ from conftest import missing_prerequisite
 from support_cli import edgeq
 from support_faultproxy import FaultProxy
 from support_sshd import SshServer, keygen, loopback_profile, pin_host_key
-from test_ssh import DEVICE_PYTHON, LOOP, make, pids_with, wait_until
+from test_ssh import DEVICE_PYTHON, LOOP, lost_mid_command, make, pids_with, wait_until
 
 from edgeq.devices.deploy import deploy_files
 from edgeq.devices.transports import keeper
-from edgeq.devices.transports.ssh import CommandTimeout, ConnectionLost, SSHTransport
+from edgeq.devices.transports.ssh import CommandTimeout, SSHTransport
 from edgeq.errors import DeviceError
 
 
@@ -154,20 +154,10 @@ def test_a_link_dying_under_a_kept_command_is_one_lost_connection(
 ) -> None:
     """The keeper's link cut mid-command: ConnectionLost, the remote process stopped, the keeper gone
     (its socket removed), and the same transport goes on over a connection of its own."""
-    token = f"edgeq-test-{uuid.uuid4().hex}"
     with FaultProxy((trusted.host, trusted.port)) as px:
         pin_host_key(Path(os.environ["HOME"]), trusted, port=px.port)
         with handed_on(trusted, wd, runtime, port=px.port) as t:
-
-            def on_line(line: str) -> None:
-                if line == "started":
-                    threading.Timer(0.3, px.cut_all).start()
-
-            t0 = time.monotonic()
-            with pytest.raises(ConnectionLost, match="lost while running") as e:
-                t.run([DEVICE_PYTHON, "-c", LOOP, token], on_stdout_line=on_line, timeout=60)
-            assert time.monotonic() - t0 < 10 and "\n" not in str(e.value)
-            wait_until(lambda: not pids_with(token), 5)
+            lost_mid_command(t, px)
             wait_until(lambda: not sockets(runtime) and not keeper_pids(runtime), 10)
             assert t.run(["true"]).exit_code == 0 and not t.kept
 

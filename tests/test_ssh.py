@@ -262,22 +262,28 @@ def test_ctrl_c_stops_the_remote_process(trusted: SshServer, wd: Path) -> None:
 def test_connection_vanishing_mid_command_is_a_device_error_and_kills_remote(
     trusted: SshServer, wd: Path
 ) -> None:
-    token = f"edgeq-test-{uuid.uuid4().hex}"
     with FaultProxy((trusted.host, trusted.port)) as px, make(trusted, wd, port=px.port) as t:
         # the proxy's [host]:port has the same server key
         pin_host_key(Path(os.environ["HOME"]), trusted, port=px.port)
+        assert "edgeq devices check" in lost_mid_command(t, px).hint
 
-        def on_line(line: str) -> None:
-            if line == "started":
-                threading.Timer(0.3, px.cut_all).start()
 
-        t0 = time.monotonic()
-        with pytest.raises(ConnectionLost, match="lost while running") as e:
-            t.run([DEVICE_PYTHON, "-c", LOOP, token], on_stdout_line=on_line, timeout=60)
-        assert time.monotonic() - t0 < 10
-        assert "edgeq devices check" in e.value.hint
-        # sshd notices the session is gone and the wrapper's watcher stops the process
-        wait_until(lambda: not pids_with(token), 5)
+def lost_mid_command(t: SSHTransport, px: FaultProxy) -> ConnectionLost:
+    """Cut every connection through ``px`` while ``t`` runs a command: one ConnectionLost line within
+    10 s, and the command stopped on the device (sshd notices the session is gone and the wrapper's
+    watcher stops it)."""
+    token = f"edgeq-test-{uuid.uuid4().hex}"
+
+    def on_line(line: str) -> None:
+        if line == "started":
+            threading.Timer(0.3, px.cut_all).start()
+
+    t0 = time.monotonic()
+    with pytest.raises(ConnectionLost, match="lost while running") as e:
+        t.run([DEVICE_PYTHON, "-c", LOOP, token], on_stdout_line=on_line, timeout=60)
+    assert time.monotonic() - t0 < 10 and "\n" not in str(e.value)
+    wait_until(lambda: not pids_with(token), 5)
+    return e.value
 
 
 def test_a_silent_link_is_detected_not_waited_on(trusted: SshServer, wd: Path) -> None:
