@@ -24,9 +24,11 @@ Safety:
 * The socket's name is a hash of everything that decides what is reached and as whom: the route
   (every hop's host, port, user, key file), the agent socket, the known-hosts files and this module
   (an upgraded edgeq never talks to an old keeper).
-* A keeper that fails while a command uses it (a link that dies, a keeper killed) is a lost
-  connection for that command, as a dropped link is; the keeper is told to quit, so the next command
-  connects afresh.
+* A keeper that cannot open a channel (its link died and it has not noticed yet) leaves the command
+  to open it over a connection of its own: nothing ran yet. One that fails while a command uses it
+  (the link dies, the keeper is killed) is a lost connection for that command, as a dropped link is.
+  Either way the keeper is told to quit, so the next command connects afresh.
+* A farm run keeps one connection per board of its own and uses no keeper.
 
 ``persist_s`` comes from the device profile (``persist_s``, default 60; 0 turns keepers off) or the
 environment (``EDGEQ_SSH_PERSIST_S``, which wins). ``edgeq devices disconnect`` stops every keeper.
