@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from conftest import missing_prerequisite
-from support_cli import edgeq
+from support_cli import assert_clean_error, edgeq
 from support_faultproxy import FaultProxy
 from support_sshd import SshServer, keygen, loopback_profile, pin_host_key
 from test_ssh import DEVICE_PYTHON, LOOP, lost_mid_command, make, pids_with, wait_until
@@ -32,7 +32,7 @@ from test_ssh import DEVICE_PYTHON, LOOP, lost_mid_command, make, pids_with, wai
 from edgeq.devices.deploy import deploy_files
 from edgeq.devices.transports import keeper
 from edgeq.devices.transports.ssh import CommandTimeout, SSHTransport
-from edgeq.errors import DeviceError
+from edgeq.errors import EXIT_BAD_INPUT, DeviceError
 
 
 @pytest.fixture
@@ -326,6 +326,10 @@ def test_the_cli_keeps_the_connection_between_commands(
     wait_until(lambda: not sockets(runtime) and not keeper_pids(runtime), 10)
     assert edgeq("devices", "disconnect").stdout.strip() == "no kept connections"
     assert list((runtime / "edgeq").iterdir()) == []  # the gone keeper's lock file tidied up too
+    for bad in ("soon", "-5", "nan"):
+        assert_clean_error(
+            edgeq("deploy", model, "--device", prof, env={keeper.ENV: bad}), EXIT_BAD_INPUT, keeper.ENV
+        )
     off = edgeq("deploy", model, "--device", prof, env={keeper.ENV: "0"})
     assert off.code == 0, off.stderr
     time.sleep(1.0)

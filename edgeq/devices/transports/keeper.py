@@ -53,6 +53,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeq.errors import UserInputError
+
 if TYPE_CHECKING:
     from edgeq.devices.transports.ssh import SSHTransport
 
@@ -73,14 +75,20 @@ _keepers: list[subprocess.Popen[bytes]] = []  # started by this process and stil
 
 def persist_s(profile_value: float) -> float:
     """How long a connection is kept after a command: ``EDGEQ_SSH_PERSIST_S`` if set, else the
-    profile's value (a bad variable counts as 0: keeping is an optimisation, never a requirement)."""
+    profile's value."""
     raw = os.environ.get(ENV)
     if raw is None:
         return profile_value
     try:
-        return max(0.0, float(raw))
+        seconds = float(raw)
     except ValueError:
-        return 0.0
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise UserInputError(
+            f"{ENV}={raw!r} is not a number of seconds",
+            f"set {ENV} to how long a connection is kept after a command (0: never), or unset it",
+        )
+    return seconds
 
 
 def directory() -> Path | None:
