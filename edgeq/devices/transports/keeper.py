@@ -531,10 +531,14 @@ class Keeper:
                 _send_line(conn, {"ok": True})
             elif op in ("exec", "sftp"):
                 chan = self.ssh.open_session(timeout=self.t.connect_timeout_s)
-                if op == "exec":
-                    chan.exec_command(str(request["command"]))
-                else:
-                    chan.invoke_subsystem("sftp")
+                try:
+                    if op == "exec":
+                        chan.exec_command(str(request["command"]))
+                    else:
+                        chan.invoke_subsystem("sftp")
+                except BaseException:
+                    chan.close()  # an open channel counts against the server's MaxSessions
+                    raise
                 _send_line(conn, {"ok": True})
                 (self.relay_exec if op == "exec" else self.relay_bytes)(conn, chan)
             else:
