@@ -13,18 +13,18 @@ import traceback
 from edgeq.cli.app import app, err
 from edgeq.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EdgeqError
 
-# The commands, in the order help lists them: name -> (module in edgeq.cli, function, takes the
-# measurement options); then the groups: name -> (module, help).
+# The commands, in the order help lists them: name (also its function's) -> (module in edgeq.cli,
+# takes the measurement options); then the groups: name -> (module, help).
 _COMMANDS = {
-    "pipeline": ("pipeline_command", "pipeline", True),
-    "train": ("train_commands", "train", False),
-    "distill": ("train_commands", "distill", False),
-    "qat": ("train_commands", "qat", False),
-    "export": ("train_commands", "export", False),
-    "inspect": ("train_commands", "inspect", False),
-    "compile": ("train_commands", "compile", False),
-    "profile": ("measure_commands", "profile", True),
-    "deploy": ("measure_commands", "deploy", False),
+    "pipeline": ("pipeline_command", True),
+    "train": ("train_commands", False),
+    "distill": ("train_commands", False),
+    "qat": ("train_commands", False),
+    "export": ("train_commands", False),
+    "inspect": ("train_commands", False),
+    "compile": ("train_commands", False),
+    "profile": ("measure_commands", True),
+    "deploy": ("measure_commands", False),
 }
 _GROUPS = {
     "devices": ("devices_commands", "Device profiles: list, show, check, set up, disconnect."),
@@ -47,8 +47,8 @@ def _mount(argv: list[str]) -> None:
             module, help_text = _GROUPS[name]
             app.add_typer(importlib.import_module(f"edgeq.cli.{module}").app, name=name, help=help_text)
             continue
-        module, function, measured = _COMMANDS[name]
-        command = getattr(importlib.import_module(f"edgeq.cli.{module}"), function)
+        module, measured = _COMMANDS[name]
+        command = getattr(importlib.import_module(f"edgeq.cli.{module}"), name)
         if measured:
             from edgeq.cli.measure_commands import measure_options
 

@@ -239,12 +239,13 @@ class KeptClient:
         self.path = path
         self.control: socket.socket | None = None
         self.info: dict[str, Any] = {}  # the keeper's hello: pid, name, host keys
-        self.answer: dict[str, Any] = {}
         self.transport = KeptTransport(self)
 
     def request(self, obj: dict[str, Any], timeout: float = _ANSWER_TIMEOUT_S) -> socket.socket:
-        """A new connection to the keeper with ``obj`` asked and answered ok (the answer in
-        ``self.answer``); OSError otherwise."""
+        """A new connection to the keeper with ``obj`` asked and answered ok; OSError otherwise."""
+        return self._ask(obj, timeout)[0]
+
+    def _ask(self, obj: dict[str, Any], timeout: float) -> tuple[socket.socket, dict[str, Any]]:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             conn.settimeout(timeout)
@@ -253,8 +254,7 @@ class KeptClient:
             answer = _read_line(conn)
             if not answer.get("ok"):
                 raise ConnectionError(str(answer.get("error") or "the keeper refused"))
-            self.answer = answer
-            return conn
+            return conn, answer
         except (EOFError, ValueError) as exc:
             conn.close()
             raise ConnectionError(f"the keeper did not answer: {exc}") from exc
@@ -263,9 +263,8 @@ class KeptClient:
             raise
 
     def hello(self) -> dict[str, Any]:
-        self.control = self.request({"op": "hello"})
+        self.control, self.info = self._ask({"op": "hello"}, _ANSWER_TIMEOUT_S)
         self.control.setblocking(False)
-        self.info = self.answer
         return self.info
 
     def quit(self) -> None:

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edgeq.devices.transports import keeper, ssh_config
 
@@ -226,6 +226,8 @@ class CommandTimeout(DeviceError):
 
 
 # Errors that mean "the connection (or its attempt) failed", as opposed to a refusal by the server.
+_T = TypeVar("_T")
+
 _NET_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # ConnectionRefusedError, ConnectionResetError, TimeoutError/socket.timeout, EHOSTUNREACH
     EOFError,
@@ -395,14 +397,13 @@ class SSHTransport(ClosingContext):
         self._drop()
         if self.persist_s > 0 and not self._keeper_failed:
             kept = keeper.attach(self)
-            if kept is not None and self._trusts(kept.info.get("host_keys")):
-                self._client, self.kept, self.host_key_outcome = kept, True, "known"
-                self.connects += 1
-                return kept
-            if kept is not None:  # not trusted now: the keeper goes; a connection says what is wrong
-                self._keeper_failed = True
-                kept.quit()
-                kept.close()
+            if kept is not None:
+                self._client, self.kept = kept, True
+                if self._trusts(kept.info.get("host_keys")):
+                    self.host_key_outcome = "known"
+                    self.connects += 1
+                    return kept
+                self._drop()  # not trusted now: the keeper goes; a connection says what is wrong
         if self.identity_file is not None and not self.identity_file.is_file():
             raise UserInputError(
                 f"identity file {self.identity_file} does not exist",
@@ -575,29 +576,29 @@ class SSHTransport(ClosingContext):
         return chan
 
     def _exec(self, command: str, timeout_s: float) -> Any:
-        """A session channel running ``command``. When a keeper cannot open one (its link died and
-        it has not noticed yet), nothing has run: the command goes over a connection of our own."""
-        try:
+        """A session channel running ``command``."""
+
+        def start() -> Any:
             chan = self._transport().open_session(timeout=timeout_s)
             chan.exec_command(command)
             return chan
+
+        return self._opened(start)
+
+    def _opened(self, open_channel: Callable[[], _T]) -> _T:
+        """``open_channel()``; when a keeper cannot open the channel (its link died and it has not
+        noticed yet), nothing has run there: it is opened again over a connection of our own."""
+        try:
+            return open_channel()
         except _NET_ERRORS:
             if not self.kept:
                 raise
             self._drop()
-        chan = self._transport().open_session(timeout=timeout_s)
-        chan.exec_command(command)
-        return chan
+        return open_channel()
 
     def _sftp_client(self) -> paramiko.SFTPClient:
         if self._sftp is None or not self.connected:
-            try:
-                sftp: paramiko.SFTPClient = self._ensure().open_sftp()
-            except _NET_ERRORS:
-                if not self.kept:
-                    raise
-                self._drop()  # as in _exec: the keeper's link is gone, ours is new
-                sftp = self._ensure().open_sftp()
+            sftp: paramiko.SFTPClient = self._opened(lambda: self._ensure().open_sftp())
             channel = sftp.get_channel()
             if channel is not None:
                 # Every SFTP request must be answered within io_timeout_s, so a stalled link cannot hang us.
